@@ -1,0 +1,138 @@
+"""The command line as a user runs it: exit codes, one-line errors, reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import png_bytes, write_jsonl
+
+COMMANDS = ["init", "collect", "status", "sql"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(cli, command: str) -> None:
+    result = cli(command, "--help")
+    assert result.returncode == 0
+    assert "Example:" in result.stdout
+    assert "--workspace" in result.stdout
+
+
+def test_init_then_collect_then_status(cli, tmp_path: Path) -> None:
+    ws = tmp_path / "demo"
+    assert cli("init", ws).returncode == 0
+    collected = cli("collect", "synthetic", "--limit", "12", "--seed", "1", "-w", ws)
+    assert collected.returncode == 0, collected.stderr
+    assert "12 collected, 0 rejected" in collected.stdout
+    again = cli("collect", "synthetic", "--limit", "12", "--seed", "1", "--json", "-w", ws)
+    assert json.loads(again.stdout)["collected"] == 0
+    assert json.loads(again.stdout)["already_present"] == 12
+    status = json.loads(cli("status", "--json", "-w", ws).stdout)
+    assert status["sources"] == {"synthetic": 12}
+
+
+def test_workspace_comes_from_the_environment(cli, tmp_path: Path) -> None:
+    ws = tmp_path / "env-ws"
+    cli("init", ws)
+    result = cli("status", "--json", env={"VLAA_WORKSPACE": str(ws)})
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["samples"] == 0
+
+
+def test_no_workspace_is_a_one_line_error(cli, tmp_path: Path) -> None:
+    result = cli("status", "-w", tmp_path / "nowhere")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no workspace at")
+    assert result.stderr.count("\n") == 1
+
+
+def test_debug_variable_shows_the_traceback(cli, tmp_path: Path) -> None:
+    result = cli("status", "-w", tmp_path / "nowhere", env={"VLAA_DATA_DEBUG": "1"})
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "WorkspaceNotFound" in result.stderr
+
+
+def test_unreadable_source_exits_non_zero_with_one_line(cli, workspace: Path, tmp_path: Path):
+    (tmp_path / "broken.json").write_text("[{")
+    result = cli("collect", tmp_path / "broken.json", "-w", workspace)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "not valid JSON" in result.stderr
+    missing = cli("collect", "arxivqa", tmp_path / "nope.jsonl", "-w", workspace)
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+
+
+def test_bad_rows_still_exit_zero_with_a_summary(cli, workspace: Path, tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    write_jsonl(
+        tmp_path / "rows.jsonl",
+        [
+            {"question": "q", "answer": "a", "image": "a.png"},
+            {"question": "q", "answer": "", "image": "a.png"},
+            {"question": "q2", "answer": "b", "image": "../../etc/passwd"},
+        ],
+    )
+    result = cli("collect", tmp_path / "rows.jsonl", "-w", workspace)
+    assert result.returncode == 0, result.stderr
+    assert "rejected: missing_answer" in result.stdout
+    assert "rejected: image_path_escapes_root" in result.stdout
+    assert "1 collected, 2 rejected" in result.stdout
+
+
+def test_bad_map_option(cli, workspace: Path) -> None:
+    result = cli("collect", "synthetic", "--map", "question", "-w", workspace)
+    assert result.returncode == 1 and "expected FIELD=COLUMN" in result.stderr
+
+
+def test_sql_reads_and_refuses_writes(cli, workspace: Path) -> None:
+    cli("collect", "synthetic:counting", "--limit", "3", "-w", workspace)
+    rows = json.loads(
+        cli(
+            "sql",
+            "SELECT reward_type, count(*) AS n FROM samples GROUP BY 1",
+            "--json",
+            "-w",
+            workspace,
+        ).stdout
+    )
+    assert rows == [{"reward_type": "digit", "n": 3}]
+    refused = cli("sql", "DELETE FROM samples", "-w", workspace)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "error: read-only: DELETE statements are refused (use SELECT)"
+    count = json.loads(
+        cli("sql", "SELECT count(*) AS n FROM samples", "--json", "-w", workspace).stdout
+    )
+    assert count == [{"n": 3}]
+
+
+HOLD_LOCK = """
+import sys, time
+from vlaa_data.workspace import Workspace
+ws = Workspace.open(sys.argv[1], write=True)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_writer_is_told_who_holds_the_workspace(cli, workspace: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(workspace)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        blocked = cli("collect", "synthetic", "--limit", "2", "-w", workspace)
+        assert blocked.returncode == 1
+        assert f"workspace in use by PID {holder.pid}" in blocked.stderr
+        assert "Traceback" not in blocked.stderr
+        reader = cli("status", "-w", workspace)
+        assert reader.returncode == 1
+        assert f"workspace in use by PID {holder.pid}" in reader.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # The lock dies with its holder: no stale lock to clean up by hand.
+    after = cli("collect", "synthetic", "--limit", "2", "-w", workspace)
+    assert after.returncode == 0, after.stderr

@@ -1,0 +1,3 @@
+from vlaa_data.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""Errors meant for the user.
+
+    VlaaError                 base: the CLI prints ``error: <message>`` and exits 1
+    ├── WorkspaceNotFound     no workspace where one was expected
+    ├── WorkspaceInUse        another process holds the workspace's writer lock
+    ├── SettingsError         vlaa.toml, the environment or a flag holds an invalid value
+    ├── SourceError           a collect source cannot be read at all
+    └── QueryError            ``sql`` got a statement that would write, or one that fails
+
+Everything else is a bug and keeps its traceback. ``VLAA_DATA_DEBUG=1`` shows the traceback
+of user-facing errors too.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "QueryError",
+    "SettingsError",
+    "SourceError",
+    "VlaaError",
+    "WorkspaceInUse",
+    "WorkspaceNotFound",
+]
+
+
+class VlaaError(Exception):
+    """An error the user can act on; its message is one line."""
+
+
+class WorkspaceNotFound(VlaaError):
+    pass
+
+
+class WorkspaceInUse(VlaaError):
+    pass
+
+
+class SettingsError(VlaaError):
+    pass
+
+
+class SourceError(VlaaError):
+    pass
+
+
+class QueryError(VlaaError):
+    pass

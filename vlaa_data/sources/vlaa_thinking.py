@@ -1,0 +1,108 @@
+"""Import the published VLAA-Thinking JSON files (``VLAA-Thinking-SFT-126K.json``,
+``VLAA-Thinking-GRPO-25K.json``): records ``{id, image, question, gt, ds_answer, caption, meta}``.
+
+Each record becomes a sample plus its already-done caption, distill and rewrite results (the
+published answers are final text, so the rewrite is recorded as ``unchanged``); verify stays
+pending, so the published data can be re-verified and re-split without calling any model.
+Image fields are relative to the images root (``--images``) even when they begin with ``/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+from vlaa_data.answers import split_reasoning
+from vlaa_data.sources.base import (
+    ImportedResult,
+    RawSample,
+    RowRejected,
+    Source,
+    content_id,
+    image_ref,
+    register_source,
+)
+from vlaa_data.sources.readers import read_rows
+
+__all__ = ["VlaaThinkingSource"]
+
+# origin dataset (as the published ids spell it) -> reward type, where the source decides it
+_ORIGIN_REWARD = {
+    "clevr_math": "digit",
+    "clevr-math": "digit",
+    "geoqa170k": "choice",
+    "arxivqa": "choice",
+    "synthesis": "math",
+    "docvqa": "open",
+    "vizwiz": "open",
+    "allava_laion": "open",
+    "allava-laion": "open",
+}
+
+
+def origin_of(record: Mapping[str, Any]) -> str:
+    """The dataset a record came from: ``meta`` when it says so, else the id's prefix."""
+    meta = record.get("meta")
+    if isinstance(meta, Mapping):
+        for key in ("source", "dataset", "ds_name", "data_source"):
+            if isinstance(meta.get(key), str) and meta[key]:
+                return meta[key]
+    record_id = str(record.get("id") or "")
+    for separator in ("-", "/"):
+        if separator in record_id:
+            return record_id.split(separator, 1)[0]
+    return "unknown"
+
+
+@register_source
+class VlaaThinkingSource(Source):
+    name: ClassVar[str] = "vlaa-thinking"
+
+    def rows(self) -> Iterator[RawSample | RowRejected]:
+        assert self.path is not None
+        for record in read_rows(self.path, split=self.options.split):
+            if isinstance(record, RowRejected):
+                yield record
+                continue
+            yield self._sample(record)
+
+    def _sample(self, record: Mapping[str, Any]) -> RawSample:
+        origin = origin_of(record)
+        image = image_ref(
+            record.get(self.column("image", "image")), self.image_root, rooted_absolute=True
+        )
+        raw_id = record.get(self.column("id", "id"))
+        source_id = (
+            str(raw_id)
+            if raw_id not in (None, "")
+            else content_id(record.get("question"), image.identity() if image else None)
+        )
+        context: dict[str, Any] = {"origin": origin}
+        if record.get("meta") not in (None, {}, ""):
+            context["meta"] = record["meta"]
+        return RawSample(
+            source_id=source_id,
+            question=record.get(self.column("question", "question")),
+            answer=record.get(self.column("answer", "gt")),
+            image=image,
+            context=context,
+            reward_type=_ORIGIN_REWARD.get(origin),
+            imported=self._imported(record),
+            row=record,
+        )
+
+    @staticmethod
+    def _imported(record: Mapping[str, Any]) -> list[ImportedResult]:
+        caption = record.get("caption")
+        steps = [
+            ImportedResult("caption", {"caption": caption})
+            if isinstance(caption, str) and caption.strip()
+            else ImportedResult("caption", {"caption": None}, method="not_needed")
+        ]
+        ds_answer = record.get("ds_answer")
+        if isinstance(ds_answer, str) and ds_answer.strip():
+            reasoning, answer = split_reasoning(ds_answer)
+            text = {"reasoning": reasoning, "answer": answer}
+            steps.append(ImportedResult("distill", text))
+            steps.append(ImportedResult("rewrite", text, method="unchanged"))
+        return steps

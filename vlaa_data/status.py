@@ -1,0 +1,73 @@
+"""The status report: each sample counted once per step by its current state."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlaa_data.store import PIPELINE_STEPS, Store
+
+__all__ = ["STATES", "StatusReport", "build_status"]
+
+STATES = ("done", "rejected", "failed", "pending")
+# results.status -> the state status reports; truncated output is a failure to finish
+_STATE_OF = {"done": "done", "rejected": "rejected", "failed": "failed", "truncated": "failed"}
+
+
+def _empty_steps() -> dict[str, dict[str, int]]:
+    return {step: dict.fromkeys(STATES, 0) for step in PIPELINE_STEPS}
+
+
+@dataclass
+class StatusReport:
+    samples: int = 0
+    sources: dict[str, int] = field(default_factory=dict)
+    steps: dict[str, dict[str, int]] = field(default_factory=_empty_steps)
+    by_source: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    rejects: dict[str, dict[str, int]] = field(default_factory=dict)  # step -> reason -> n
+    releases: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "sources": self.sources,
+            "steps": self.steps,
+            "rejects": self.rejects,
+            "releases": self.releases,
+        }
+
+
+def build_status(store: Store) -> StatusReport:
+    """Count samples per source and step from the store's current results."""
+    raw = store.status_rows()
+    report = StatusReport()
+    by_source: dict[str, dict[str, dict[str, int]]] = defaultdict(_empty_steps)
+    rejects: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for source, count in raw["samples"]:
+        report.sources[source] = count
+        by_source[source]["collect"]["done"] = count
+    for source, reason, count in raw["collect_rejects"]:
+        by_source[source]["collect"]["rejected"] += count
+        rejects["collect"][reason] += count
+    for source, step, status, reason, count in raw["results"]:
+        if step not in report.steps:
+            continue
+        state = _STATE_OF.get(status, "failed")
+        by_source[source][step][state] += count
+        if state != "done":
+            rejects[step][reason or status] += count
+    for source, steps in by_source.items():
+        total = report.sources.get(source, 0)
+        for step in PIPELINE_STEPS[1:]:
+            counts = steps[step]
+            counts["pending"] = max(
+                0, total - counts["done"] - counts["rejected"] - counts["failed"]
+            )
+        for step, counts in steps.items():
+            for state, n in counts.items():
+                report.steps[step][state] += n
+    report.samples = sum(report.sources.values())
+    report.by_source = dict(sorted(by_source.items()))
+    report.rejects = {step: dict(sorted(r.items())) for step, r in rejects.items()}
+    return report

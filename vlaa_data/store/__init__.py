@@ -1,0 +1,6 @@
+"""Workspace state in DuckDB: the schema, its migrations, and every query."""
+
+from vlaa_data.store.db import PIPELINE_STEPS, QueryResult, Store
+from vlaa_data.store.migrations import MIGRATIONS, Migration
+
+__all__ = ["MIGRATIONS", "PIPELINE_STEPS", "Migration", "QueryResult", "Store"]

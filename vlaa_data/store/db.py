@@ -1,0 +1,241 @@
+"""The only module that speaks SQL to the workspace database."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from vlaa_data.errors import QueryError, WorkspaceInUse
+from vlaa_data.store.migrations import MIGRATIONS
+
+__all__ = ["PIPELINE_STEPS", "QueryResult", "Store"]
+
+PIPELINE_STEPS = ("collect", "caption", "distill", "rewrite", "verify", "split")
+_READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA"}
+_LOCK_RETRY_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+def _is_lock_conflict(exc: duckdb.Error) -> bool:
+    return "lock" in str(exc).lower()
+
+
+class Store:
+    """A connection to ``vlaa.duckdb``. Writers must hold the workspace's ``WriterLock``."""
+
+    def __init__(self, path: Path, *, read_only: bool) -> None:
+        self.path = path
+        self.read_only = read_only
+        self.con = self._connect()
+        if not read_only:
+            self.migrate()
+        self._next_result_id: int | None = None
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        # A reader cannot open the file while a writer process has it; writers hold it in
+        # short bursts, so wait a moment before giving up.
+        deadline = time.monotonic() + _LOCK_RETRY_SECONDS
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only)
+            except duckdb.IOException as exc:
+                if not _is_lock_conflict(exc) or time.monotonic() > deadline:
+                    if _is_lock_conflict(exc):
+                        raise WorkspaceInUse(
+                            f"workspace in use by another process ({self.path.parent}); "
+                            "try again when it finishes"
+                        ) from exc
+                    raise
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        exists = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        ).fetchone()[0]
+        if not exists:
+            return 0
+        query = "SELECT coalesce(max(version), 0) FROM schema_migrations"
+        return self.con.execute(query).fetchone()[0]
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied."""
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
+        )
+        current = self.schema_version()
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version <= current:
+                continue
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.con.execute(migration.sql)
+                self.con.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                    [migration.version, migration.name],
+                )
+                self.con.execute("COMMIT")
+            except Exception:
+                self.con.execute("ROLLBACK")
+                raise
+            applied.append(migration.version)
+        return applied
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def start_run(self, command: str, tool_version: str, settings: dict[str, Any]) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.con.execute(
+            "INSERT INTO runs (id, command, tool_version, settings, status) "
+            "VALUES (?, ?, ?, ?, 'running')",
+            [run_id, command, tool_version, json.dumps(settings)],
+        )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, counts: dict[str, Any]) -> None:
+        self.con.execute(
+            "UPDATE runs SET ended_at = current_timestamp, status = ?, counts = ? WHERE id = ?",
+            [status, json.dumps(counts), run_id],
+        )
+
+    # -- collect ----------------------------------------------------------------------------
+
+    def sample_ids(self, source: str) -> set[str]:
+        rows = self.con.execute("SELECT id FROM samples WHERE source = ?", [source]).fetchall()
+        return {row[0] for row in rows}
+
+    def image_owners(self, source: str) -> dict[str, str]:
+        """image sha -> the sample of ``source`` that holds it."""
+        rows = self.con.execute(
+            "SELECT image_sha, min(id) FROM samples WHERE source = ? GROUP BY image_sha", [source]
+        ).fetchall()
+        return dict(rows)
+
+    def known_images(self) -> set[str]:
+        return {row[0] for row in self.con.execute("SELECT sha FROM images").fetchall()}
+
+    def allocate_result_ids(self, count: int) -> list[int]:
+        if self._next_result_id is None:
+            self._next_result_id = self.con.execute(
+                "SELECT coalesce(max(id), 0) + 1 FROM results"
+            ).fetchone()[0]
+        first = self._next_result_id
+        self._next_result_id += count
+        return list(range(first, first + count))
+
+    def write_collect_batch(
+        self,
+        *,
+        images: Sequence[dict[str, Any]],
+        samples: Sequence[dict[str, Any]],
+        rejects: Sequence[dict[str, Any]],
+        results: Sequence[dict[str, Any]],
+    ) -> None:
+        """Write one batch of collect output in a single transaction."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            if images:
+                self._insert("images", images, conflict="DO NOTHING")
+            if samples:
+                self._insert("samples", samples, conflict="DO NOTHING")
+                self._delete_rejects_for(samples)
+            if rejects:
+                self._insert(
+                    "collect_rejects",
+                    rejects,
+                    conflict="DO UPDATE SET "
+                    "reason = excluded.reason, detail = excluded.detail, "
+                    "row_json = excluded.row_json, run_id = excluded.run_id, "
+                    "created_at = excluded.created_at",
+                )
+            if results:
+                self._insert("results", results)
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def _insert(self, table: str, rows: Sequence[dict[str, Any]], conflict: str = "") -> None:
+        batch = pa.Table.from_pylist(list(rows))
+        columns = ", ".join(batch.column_names)
+        self.con.register("_batch", batch)
+        try:
+            on_conflict = f" ON CONFLICT {conflict}" if conflict else ""
+            self.con.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch{on_conflict}"
+            )
+        finally:
+            self.con.unregister("_batch")
+
+    def _delete_rejects_for(self, samples: Sequence[dict[str, Any]]) -> None:
+        # A row rejected earlier and collected now (its image was fixed, say) is no longer a
+        # reject; rejects of rows without an id are keyed differently and age out by replace.
+        keys = pa.Table.from_pylist(
+            [{"source": s["source"], "row_key": s["source_id"]} for s in samples]
+        )
+        self.con.register("_keys", keys)
+        try:
+            self.con.execute(
+                "DELETE FROM collect_rejects r USING _keys k "
+                "WHERE r.source = k.source AND r.row_key = k.row_key"
+            )
+        finally:
+            self.con.unregister("_keys")
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def status_rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Raw counts for the status report (see ``vlaa_data.status``)."""
+        return {
+            "samples": self.con.execute(
+                "SELECT source, count(*) FROM samples GROUP BY source ORDER BY source"
+            ).fetchall(),
+            "collect_rejects": self.con.execute(
+                "SELECT source, reason, count(*) FROM collect_rejects GROUP BY ALL ORDER BY ALL"
+            ).fetchall(),
+            "results": self.con.execute(
+                "SELECT s.source, c.step, c.status, coalesce(c.reason, ''), count(*) "
+                "FROM current_results c JOIN samples s ON s.id = c.sample_id "
+                "GROUP BY ALL ORDER BY ALL"
+            ).fetchall(),
+        }
+
+    def query(self, sql: str, params: Iterable[Any] | None = None) -> QueryResult:
+        """Run read-only SQL; a statement that would write is refused."""
+        try:
+            statements = self.con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise QueryError(f"invalid SQL: {str(exc).splitlines()[0]}") from exc
+        if not statements:
+            raise QueryError("empty query")
+        for statement in statements:
+            kind = statement.type.name
+            if kind not in _READ_STATEMENTS:
+                raise QueryError(f"read-only: {kind} statements are refused (use SELECT)")
+        try:
+            cursor = self.con.execute(sql, list(params) if params is not None else None)
+            rows = cursor.fetchall()
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).splitlines()[0]) from exc
+        columns = [d[0] for d in cursor.description] if cursor.description else []
+        return QueryResult(columns=columns, rows=rows)
