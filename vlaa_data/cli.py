@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +43,11 @@ Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
 
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def _rate(done: int, started: float) -> str:
+    elapsed = time.monotonic() - started
+    return f"{done / elapsed:,.0f} rows/s" if elapsed > 0 else ""
 
 
 def _version(value: bool) -> None:
@@ -174,6 +180,7 @@ def collect(
             disable=json_ or not err.is_terminal,
         )
         source_name = name or default_name(source, src)
+        started = time.monotonic()
         with progress:
             task = progress.add_task(source_name, total=limit, rate="")
             report = run_collect(
@@ -181,7 +188,7 @@ def collect(
                 src,
                 name=source_name,
                 keep_duplicate_images=keep_duplicate_images,
-                on_progress=lambda n: progress.update(task, completed=n),
+                on_progress=lambda n: progress.update(task, completed=n, rate=_rate(n, started)),
             )
     if json_:
         _print_json(report.to_dict())

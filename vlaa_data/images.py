@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,22 +90,30 @@ class ImageStore:
 
     def __init__(self, workspace_root: Path) -> None:
         self.root = workspace_root
+        self._directories: set[Path] = set()
+        self._temp_names = itertools.count()
 
     def path_of(self, info: ImageInfo) -> Path:
         return self.root / info.relative_path
 
     def write(self, info: ImageInfo, data: bytes) -> Path:
         path = self.path_of(info)
-        if path.exists():
-            return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename: a crash never leaves a half-written file under its final name.
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        directory = path.parent
+        if directory not in self._directories:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._directories.add(directory)
         try:
-            with os.fdopen(fd, "wb") as handle:
+            if os.stat(path).st_size == info.bytes:
+                return path
+        except FileNotFoundError:
+            pass
+        # Write then rename: a crash never leaves a half-written file under its final name.
+        temp = directory / f".tmp-{os.getpid()}-{next(self._temp_names)}"
+        try:
+            with open(temp, "wb") as handle:
                 handle.write(data)
-            os.replace(temp_name, path)
+            os.replace(temp, path)
         except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)
             raise
         return path

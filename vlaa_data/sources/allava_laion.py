@@ -14,8 +14,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from vlaa_data.sources.base import RawSample, RowRejected, image_ref, register_source
-from vlaa_data.sources.conversations import MalformedRow, RowAdapter, first_exchange
+from vlaa_data.sources.conversations import first_exchange
 from vlaa_data.sources.readers import read_rows
+from vlaa_data.sources.row_adapter import MalformedRow, RowAdapter
 
 __all__ = ["AllavaLaion"]
 

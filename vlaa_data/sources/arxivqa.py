@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from vlaa_data.sources.base import RawSample, register_source
-from vlaa_data.sources.conversations import MalformedRow, RowAdapter, as_choice
+from vlaa_data.sources.conversations import as_choice
+from vlaa_data.sources.row_adapter import MalformedRow, RowAdapter
 
 __all__ = ["ArxivQA"]
 

@@ -13,8 +13,9 @@ from functools import cached_property
 from typing import Any
 
 from vlaa_data.sources.base import RawSample, RowRejected, register_source
-from vlaa_data.sources.conversations import RowAdapter, image_name
+from vlaa_data.sources.conversations import image_name
 from vlaa_data.sources.readers import read_rows
+from vlaa_data.sources.row_adapter import RowAdapter
 
 __all__ = ["ClevrMath"]
 

@@ -1,36 +1,19 @@
-"""What the dataset adapters share: the row loop, LLaVA-style conversations, final answers.
-
-``RowAdapter`` reads PATH, maps each row with the subclass's ``sample`` and turns a row whose
-shape rules out mapping (``MalformedRow``, or an image value of an unusable type) into a
-``RowRejected``. LLaVA-style rows hold ``conversations``:
+"""What the dataset adapters share besides the row loop: LLaVA-style conversations and final
+answers. LLaVA-style rows hold ``conversations``:
 ``[{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", "value": "..."}]``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from abc import abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import PurePosixPath
-from typing import Any, ClassVar
+from typing import Any
 
 from vlaa_data.answers import normalise_choice
-from vlaa_data.errors import SourceError
-from vlaa_data.images import ImageRejected
-from vlaa_data.sources.base import (
-    ImageRef,
-    RawSample,
-    RowRejected,
-    Source,
-    content_id,
-    image_ref,
-)
-from vlaa_data.sources.readers import read_rows
+from vlaa_data.sources.row_adapter import MalformedRow
 
 __all__ = [
-    "MalformedRow",
-    "RowAdapter",
     "answer_line",
     "as_choice",
     "boxed",
@@ -45,57 +28,6 @@ _GPT = ("gpt", "assistant")
 _IMAGE_TOKEN = re.compile(r"^(?:\s*<image>)+\s*|\s*(?:<image>\s*)+$")
 # Greedy ".*" first, so the match is the last "Answer:" of the text, even within one line.
 _LAST_ANSWER = re.compile(r".*\banswer\s*[:：]\s*([^\n]*)", re.IGNORECASE | re.DOTALL)
-
-
-class MalformedRow(Exception):
-    """A row whose shape this adapter cannot map at all; its message says why, in one line."""
-
-
-class RowAdapter(Source):
-    """A source whose rows map one by one; subclasses implement ``sample``."""
-
-    #: The column holding the dataset's own id (``--map id=...`` overrides it).
-    id_column: ClassVar[str] = "id"
-
-    def rows(self) -> Iterator[RawSample | RowRejected]:
-        if self.path is None:
-            raise SourceError(f"{self.name}: needs the path of the dataset file")
-        for index, row in enumerate(read_rows(self.path, split=self.options.split)):
-            if isinstance(row, RowRejected):
-                yield row
-                continue
-            try:
-                yield self.sample(row)
-            except MalformedRow as exc:
-                yield RowRejected(self.row_key(row, index), "malformed_row", str(exc), row)
-            except ImageRejected as exc:
-                yield RowRejected(self.row_key(row, index), exc.reason, exc.detail, row)
-
-    @abstractmethod
-    def sample(self, row: dict[str, Any]) -> RawSample:
-        """Map one row; raise ``MalformedRow`` when its shape rules out mapping it."""
-
-    def value(self, row: Mapping[str, Any], field: str, default: str | None = None) -> Any:
-        """The row's value for ``field``, read from the column ``--map`` names, if any."""
-        return row.get(self.column(field, default or field))
-
-    def image(self, row: Mapping[str, Any]) -> ImageRef | None:
-        return image_ref(self.value(row, "image"), self.image_root)
-
-    def own_id(self, row: Mapping[str, Any]) -> str | None:
-        own = self.value(row, "id", self.id_column)
-        return None if own is None or own == "" else str(own)
-
-    def source_id(self, row: Mapping[str, Any], image: ImageRef | None, question: Any) -> str:
-        """The dataset's own id, else a stable hash of the image (path or bytes) and question."""
-        own = self.own_id(row)
-        if own is not None:
-            return own
-        where = image and (image.path or hashlib.sha256(image.data or b"").hexdigest())
-        return content_id(where, question)
-
-    def row_key(self, row: Mapping[str, Any], index: int) -> str:
-        return self.own_id(row) or f"row-{index}"
 
 
 def image_name(value: Any) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlaa_data.sources.base import RawSample, register_source
-from vlaa_data.sources.conversations import MalformedRow, RowAdapter
+from vlaa_data.sources.row_adapter import MalformedRow, RowAdapter
 
 __all__ = ["DocVQA"]
 

@@ -14,7 +14,8 @@ import re
 from typing import Any
 
 from vlaa_data.sources.base import RawSample, register_source
-from vlaa_data.sources.conversations import RowAdapter, answer_line, as_choice, first_exchange
+from vlaa_data.sources.conversations import answer_line, as_choice, first_exchange
+from vlaa_data.sources.row_adapter import RowAdapter
 
 __all__ = ["GeoQA170K"]
 

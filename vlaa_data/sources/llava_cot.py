@@ -15,7 +15,8 @@ from typing import Any
 
 from vlaa_data.answers import is_box
 from vlaa_data.sources.base import RawSample, register_source
-from vlaa_data.sources.conversations import RowAdapter, first_exchange
+from vlaa_data.sources.conversations import first_exchange
+from vlaa_data.sources.row_adapter import RowAdapter
 
 __all__ = ["LlavaCot"]
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from vlaa_data.sources.base import RawSample, register_source
-from vlaa_data.sources.conversations import RowAdapter, as_choice, final_answer, first_exchange
+from vlaa_data.sources.conversations import as_choice, final_answer, first_exchange
+from vlaa_data.sources.row_adapter import RowAdapter
 
 __all__ = ["MathPuma"]
 

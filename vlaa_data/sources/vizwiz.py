@@ -12,7 +12,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from vlaa_data.sources.base import RawSample, register_source
-from vlaa_data.sources.conversations import MalformedRow, RowAdapter, image_name
+from vlaa_data.sources.conversations import image_name
+from vlaa_data.sources.row_adapter import MalformedRow, RowAdapter
 
 __all__ = ["VizWiz", "majority_answer"]
 

@@ -9,20 +9,18 @@ Image fields are relative to the images root (``--images``) even when they begin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from vlaa_data.answers import split_reasoning
 from vlaa_data.sources.base import (
+    ImageRef,
     ImportedResult,
     RawSample,
-    RowRejected,
-    Source,
-    content_id,
     image_ref,
     register_source,
 )
-from vlaa_data.sources.readers import read_rows
+from vlaa_data.sources.row_adapter import RowAdapter
 
 __all__ = ["VlaaThinkingSource"]
 
@@ -55,40 +53,28 @@ def origin_of(record: Mapping[str, Any]) -> str:
 
 
 @register_source
-class VlaaThinkingSource(Source):
+class VlaaThinkingSource(RowAdapter):
     name: ClassVar[str] = "vlaa-thinking"
 
-    def rows(self) -> Iterator[RawSample | RowRejected]:
-        assert self.path is not None
-        for record in read_rows(self.path, split=self.options.split):
-            if isinstance(record, RowRejected):
-                yield record
-                continue
-            yield self._sample(record)
+    def image(self, row: Mapping[str, Any]) -> ImageRef | None:
+        return image_ref(self.value(row, "image"), self.image_root, rooted_absolute=True)
 
-    def _sample(self, record: Mapping[str, Any]) -> RawSample:
-        origin = origin_of(record)
-        image = image_ref(
-            record.get(self.column("image", "image")), self.image_root, rooted_absolute=True
-        )
-        raw_id = record.get(self.column("id", "id"))
-        source_id = (
-            str(raw_id)
-            if raw_id not in (None, "")
-            else content_id(record.get("question"), image.identity() if image else None)
-        )
+    def sample(self, row: dict[str, Any]) -> RawSample:
+        origin = origin_of(row)
+        image = self.image(row)
+        question = self.value(row, "question")
         context: dict[str, Any] = {"origin": origin}
-        if record.get("meta") not in (None, {}, ""):
-            context["meta"] = record["meta"]
+        if row.get("meta") not in (None, {}, ""):
+            context["meta"] = row["meta"]
         return RawSample(
-            source_id=source_id,
-            question=record.get(self.column("question", "question")),
-            answer=record.get(self.column("answer", "gt")),
+            source_id=self.source_id(row, image, question),
+            question=question,
+            answer=self.value(row, "answer", "gt"),
             image=image,
             context=context,
             reward_type=_ORIGIN_REWARD.get(origin),
-            imported=self._imported(record),
-            row=record,
+            imported=self._imported(row),
+            row=row,
         )
 
     @staticmethod

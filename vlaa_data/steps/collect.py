@@ -138,6 +138,13 @@ def _sampled(rows: Iterator[Any], limit: int | None, seed: int | None) -> Iterat
     return (row for _, _, row in sorted(kept, key=lambda item: item[1]))
 
 
+@dataclass
+class _Batch:
+    candidates: list[_Candidate] = field(default_factory=list)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: Iterable[ImageInfo | ImageRejected] = ()
+
+
 # -- image work, in worker processes ---------------------------------------------------------
 
 _worker_store: ImageStore | None = None
@@ -227,11 +234,19 @@ class _Collector:
             if not self.source.handles_limit:
                 rows = _sampled(rows, self.source.options.limit, self.source.options.seed)
             processed = 0
+            # Two batches in flight: workers process images of the next batch while this
+            # process writes the previous one.
+            pending: _Batch | None = None
             while batch := list(islice(rows, settings.batch_size)):
-                self._write_batch(batch, pool, run_id)
+                prepared = self._prepare(batch, pool, run_id)
+                if pending is not None:
+                    self._finish(pending, run_id)
+                pending = prepared
                 processed += len(batch)
                 if on_progress:
                     on_progress(processed)
+            if pending is not None:
+                self._finish(pending, run_id)
             status = "finished"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -242,44 +257,62 @@ class _Collector:
             store.finish_run(run_id, status, self.report.to_dict())
         return self.report
 
-    def _write_batch(self, batch: list[Any], pool: _ImagePool, run_id: str) -> None:
-        rejects: list[dict[str, Any]] = []
-        candidates: list[_Candidate] = []
-
-        def reject(row_key: str, reason: str, detail: str, row: Any) -> None:
-            self.report.rejected[reason] += 1
-            rejects.append(
-                {
-                    "source": self.name,
-                    "row_key": row_key,
-                    "reason": reason,
-                    "detail": detail[:500],
-                    "row_json": row_preview(row),
-                    "run_id": run_id,
-                }
-            )
+    def _prepare(self, batch: list[Any], pool: _ImagePool, run_id: str) -> _Batch:
+        """Check rows and hand their images to the pool; nothing is written yet."""
+        prepared = _Batch()
 
         for item in batch:
             if isinstance(item, RowRejected):
                 key = item.row_key or content_id(row_preview(item.row))
-                reject(key, item.reason, item.detail, item.row)
+                self._reject(prepared, run_id, key, item.reason, item.detail, item.row)
                 continue
-            candidate = self._candidate(item, reject)
+            candidate = self._candidate(item, prepared, run_id)
             if candidate is not None:
-                candidates.append(candidate)
+                prepared.candidates.append(candidate)
+        prepared.outcomes = pool.map([c.raw for c in prepared.candidates])
+        return prepared
 
+    def _reject(
+        self, batch: _Batch, run_id: str, row_key: str, reason: str, detail: str, row: Any
+    ) -> None:
+        self.report.rejected[reason] += 1
+        batch.rejects.append(
+            {
+                "source": self.name,
+                "row_key": row_key,
+                "reason": reason,
+                "detail": detail[:500],
+                "row_json": row_preview(row),
+                "run_id": run_id,
+            }
+        )
+
+    def _finish(self, prepared: _Batch, run_id: str) -> None:
+        """Deduplicate by image and write the batch in one transaction."""
         images: list[dict[str, Any]] = []
         samples: list[dict[str, Any]] = []
         results: list[dict[str, Any]] = []
-        outcomes = pool.map([c.raw for c in candidates])
-        for candidate, outcome in zip(candidates, outcomes, strict=True):
-            raw = candidate.raw
+        for candidate, outcome in zip(prepared.candidates, prepared.outcomes, strict=True):
             if isinstance(outcome, ImageRejected):
-                reject(candidate.source_id, outcome.reason, outcome.detail, raw.row)
+                self._reject(
+                    prepared,
+                    run_id,
+                    candidate.source_id,
+                    outcome.reason,
+                    outcome.detail,
+                    candidate.raw.row,
+                )
                 continue
             owner = self.image_owner.get(outcome.sha)
             if owner is not None:
-                reject(candidate.source_id, "duplicate_image", f"same image as {owner}", raw.row)
+                self._reject(
+                    prepared,
+                    run_id,
+                    candidate.source_id,
+                    "duplicate_image",
+                    f"same image as {owner}",
+                    candidate.raw.row,
+                )
                 continue
             if not self.keep_dupes:
                 self.image_owner[outcome.sha] = candidate.sample_id
@@ -312,10 +345,13 @@ class _Collector:
             self.existing_ids.add(candidate.sample_id)
             self.report.collected += 1
         self.ws.store.write_collect_batch(
-            images=images, samples=samples, rejects=rejects, results=results
+            images=images, samples=samples, rejects=prepared.rejects, results=results
         )
 
-    def _candidate(self, raw: RawSample, reject: Callable[..., None]) -> _Candidate | None:
+    def _candidate(self, raw: RawSample, batch: _Batch, run_id: str) -> _Candidate | None:
+        def reject(row_key: str, reason: str, detail: str, row: Any) -> None:
+            self._reject(batch, run_id, row_key, reason, detail, row)
+
         source_id = raw.source_id or content_id(
             raw.question, raw.answer, raw.image.identity() if raw.image else None
         )

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from vlaa_data.errors import QueryError, WorkspaceInUse
 from vlaa_data.store.migrations import MIGRATIONS
@@ -176,6 +175,8 @@ class Store:
             raise
 
     def _insert(self, table: str, rows: Sequence[dict[str, Any]], conflict: str = "") -> None:
+        import pyarrow as pa  # only writers need it; keeps read commands quick to start
+
         batch = pa.Table.from_pylist(list(rows))
         columns = ", ".join(batch.column_names)
         self.con.register("_batch", batch)
@@ -190,6 +191,8 @@ class Store:
     def _delete_rejects_for(self, samples: Sequence[dict[str, Any]]) -> None:
         # A row rejected earlier and collected now (its image was fixed, say) is no longer a
         # reject; rejects of rows without an id are keyed differently and age out by replace.
+        import pyarrow as pa
+
         keys = pa.Table.from_pylist(
             [{"source": s["source"], "row_key": s["source_id"]} for s in samples]
         )
