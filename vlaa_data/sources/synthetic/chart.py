@@ -9,21 +9,33 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw
+from PIL import ImageDraw
 
-from vlaa_data.sources.synthetic._canvas import INKS, label, to_png
+from vlaa_data.sources.synthetic._canvas import INKS, canvas, label, to_png
 
-__all__ = ["LETTERS", "REWARD_TYPE", "THEMES", "Scene", "bar_boxes", "make_scene"]
+__all__ = [
+    "LETTERS",
+    "REWARD_TYPE",
+    "THEMES",
+    "Scene",
+    "answer",
+    "bar_boxes",
+    "make_scene",
+    "plot_area",
+    "question",
+    "render",
+]
 
 REWARD_TYPE = "choice"
 LETTERS = "ABCD"
+# Short names (at most 30 px wide), so that six labels fit side by side under the bars.
 THEMES: dict[str, tuple[str, ...]] = {
-    "Fruit sold": ("Apple", "Pear", "Plum", "Kiwi", "Mango", "Peach", "Lime", "Fig", "Grape"),
+    "Fruit sold": ("Pear", "Plum", "Kiwi", "Lime", "Fig", "Date", "Nuts"),
     "Rainfall (mm)": ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct"),
     "Books read": ("Ana", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Ivy", "Jon", "Kim"),
     "Visitors": ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
-    "Pets owned": ("Cats", "Dogs", "Fish", "Birds", "Mice", "Frogs", "Hens"),
-    "Goals scored": ("Lions", "Bears", "Hawks", "Owls", "Foxes", "Seals", "Bees"),
+    "Pets owned": ("Cats", "Dogs", "Fish", "Mice", "Hens", "Pigs"),
+    "Goals scored": ("Owls", "Cubs", "Jets", "Suns", "Bees", "Elks", "Bats"),
 }
 _CALENDAR = ("Rainfall (mm)", "Visitors")  # months and weekdays keep their order
 _SCALES = (10, 20, 50, 100)  # axis maxima; each split into 5 ticks
@@ -75,7 +87,7 @@ def make_scene(rng: random.Random) -> Scene:
         values,
         scale,
         colour=rng.choice(list(INKS)),
-        size=(rng.randint(220, 256), rng.randint(180, 240)),
+        size=(rng.randint(236, 256), rng.randint(180, 240)),
         bar_ratio=rng.choice((0.5, 0.6, 0.7)),
         ask=ask,
         subject=subject,
@@ -94,7 +106,7 @@ def question(scene: Scene) -> str:
         stem = f"According to the bar chart, what is the value of {scene.subject}?"
     else:
         stem = f"According to the bar chart, which category has the {scene.ask} value?"
-    return "\n".join([stem, *(f"{k}. {o}" for k, o in zip(LETTERS, scene.options))])
+    return "\n".join([stem, *(f"{k}. {o}" for k, o in zip(LETTERS, scene.options, strict=True))])
 
 
 def answer(scene: Scene) -> str:
@@ -124,18 +136,20 @@ def bar_boxes(scene: Scene) -> list[tuple[int, int, int, int]]:
 
 
 def render(scene: Scene) -> bytes:
-    image = Image.new("RGB", scene.size, "white")
+    image = canvas(scene.size, (255, 255, 255))
     draw = ImageDraw.Draw(image)
     left, top, right, bottom = plot_area(scene)
-    label(draw, scene.size[0] / 2, 4, scene.title, _INK, "mt")
+    label(image, scene.size[0] / 2, 4, scene.title, _INK, "mt")
     for tick in range(0, scene.scale + 1, scene.scale // 5):
         y = bottom - tick * (bottom - top) / scene.scale
         if tick:
             draw.line((left, y, right, y), fill=_GRID)
-        label(draw, left - 3, y, str(tick), _INK, "rm")
-    for (x1, y1, x2, y2), name, value in zip(bar_boxes(scene), scene.categories, scene.values):
+        label(image, left - 3, y, str(tick), _INK, "rm")
+    for (x1, y1, x2, y2), name, value in zip(
+        bar_boxes(scene), scene.categories, scene.values, strict=True
+    ):
         draw.rectangle((x1, y1, x2 - 1, y2 - 1), fill=INKS[scene.colour])
-        label(draw, (x1 + x2) / 2, y1 - 2, str(value), _INK, "mb")
-        label(draw, (x1 + x2) / 2, bottom + 3, name, _INK, "mt")
+        label(image, (x1 + x2) / 2, y1 - 2, str(value), _INK, "mb")
+        label(image, (x1 + x2) / 2, bottom + 3, name, _INK, "mt")
     draw.line((left, top, left, bottom, right, bottom), fill=_INK)
     return to_png(image)

@@ -9,11 +9,23 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw
+from PIL import ImageDraw
 
-from vlaa_data.sources.synthetic._canvas import COLOURS, place_boxes, to_png
+from vlaa_data.sources.synthetic._canvas import COLOURS, canvas, place_boxes, to_png
 
-__all__ = ["REWARD_TYPE", "SHAPES", "SIZES", "Object", "Operation", "Scene", "make_scene"]
+__all__ = [
+    "REWARD_TYPE",
+    "SHAPES",
+    "SIZES",
+    "Object",
+    "Operation",
+    "Scene",
+    "answer",
+    "make_scene",
+    "question",
+    "render",
+    "tint",
+]
 
 REWARD_TYPE = "digit"
 WIDTH, HEIGHT = 256, 192
@@ -41,7 +53,10 @@ class Operation:
 
     def matches(self, obj: Object) -> bool:
         wanted = (self.colour, self.size, self.shape)
-        return all(w is None or w == v for w, v in zip(wanted, (obj.colour, obj.size, obj.shape), strict=True))
+        return all(
+            w is None or w == v
+            for w, v in zip(wanted, (obj.colour, obj.size, obj.shape), strict=True)
+        )
 
     def phrase(self) -> str:
         plural = self.action == "subtract" or self.count != 1
@@ -120,7 +135,7 @@ def answer(scene: Scene) -> str:
 
 
 def render(scene: Scene) -> bytes:
-    image = Image.new("RGB", (WIDTH, HEIGHT), scene.background)
+    image = canvas((WIDTH, HEIGHT), scene.background)
     draw = ImageDraw.Draw(image)
     for obj in scene.objects:
         colour = COLOURS[obj.colour]
@@ -139,7 +154,8 @@ def render(scene: Scene) -> bytes:
 
 def tint(colour: tuple[int, int, int]) -> tuple[int, int, int]:
     """The lighter colour of a cylinder's top."""
-    return tuple((c + 255) // 2 for c in colour)  # type: ignore[return-value]
+    red, green, blue = colour
+    return (red + 255) // 2, (green + 255) // 2, (blue + 255) // 2
 
 
 def _extent(shape: str, size: str) -> tuple[int, int]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw
+from PIL import ImageDraw
 
-from vlaa_data.sources.synthetic._canvas import COLOURS, place_boxes, to_png
+from vlaa_data.sources.synthetic._canvas import COLOURS, canvas, place_boxes, to_png
 
-__all__ = ["REWARD_TYPE", "SHAPES", "Item", "Scene", "make_scene"]
+__all__ = ["REWARD_TYPE", "SHAPES", "Item", "Scene", "answer", "make_scene", "question", "render"]
 
 REWARD_TYPE = "iou"
 SHAPES = ("square", "circle", "triangle", "diamond")
@@ -65,7 +65,7 @@ def answer(scene: Scene) -> str:
 
 
 def render(scene: Scene) -> bytes:
-    image = Image.new("RGB", scene.size, scene.background)
+    image = canvas(scene.size, scene.background)
     draw = ImageDraw.Draw(image)
     for item in scene.items:
         colour = COLOURS[item.colour]

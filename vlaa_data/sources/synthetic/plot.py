@@ -10,11 +10,20 @@ import math
 import random
 from dataclasses import dataclass
 
-from PIL import Image, ImageDraw
+from PIL import ImageDraw
 
-from vlaa_data.sources.synthetic._canvas import INKS, label, to_png
+from vlaa_data.sources.synthetic._canvas import INKS, canvas, label, to_png
 
-__all__ = ["REWARD_TYPE", "Scene", "equation", "make_scene", "to_pixel"]
+__all__ = [
+    "REWARD_TYPE",
+    "Scene",
+    "answer",
+    "equation",
+    "make_scene",
+    "question",
+    "render",
+    "to_pixel",
+]
 
 REWARD_TYPE = "math"
 _Y_STEPS = (1, 2, 5, 10, 20, 25, 50)
@@ -90,15 +99,14 @@ def _value(coefficients: tuple[int, int, int], x: float) -> float:
 def equation(coefficients: tuple[int, int, int]) -> str:
     """``(1, 0, -3)`` -> "y = x^2 - 3": coefficient 1 omitted, zero terms dropped."""
     terms: list[str] = []
-    for coefficient, power in zip(coefficients, ("x^2", "x", "")):
-        if coefficient == 0:
-            continue
-        magnitude = "" if abs(coefficient) == 1 and power else str(abs(coefficient))
-        sign = (
-            ("-" if coefficient < 0 else "") if not terms else ("- " if coefficient < 0 else "+ ")
-        )
-        terms.append(f"{sign}{magnitude}{power}")
-    return "y = " + (" ".join(terms) or "0")
+    for coefficient, power in zip(coefficients, ("x^2", "x", ""), strict=True):
+        if coefficient:
+            magnitude = "" if abs(coefficient) == 1 and power else str(abs(coefficient))
+            terms.append(f"{'-' if coefficient < 0 else '+'} {magnitude}{power}")
+    if not terms:
+        return "y = 0"
+    text = " ".join(terms)  # "- x^2 + 2x": the leading sign loses its space, a "+" vanishes
+    return "y = " + (text[2:] if text[0] == "+" else "-" + text[2:])
 
 
 def question(scene: Scene) -> str:
@@ -116,13 +124,13 @@ def to_pixel(scene: Scene, x: float, y: float) -> tuple[float, float]:
     """Where the point (x, y) lands in the image."""
     left, top, right, bottom = scene.area
     (x0, x1), (y0, y1) = scene.x_range, scene.y_range
-    return left + (x - x0) * (right - left) / (x1 - x0), bottom - (y - y0) * (bottom - top) / (
-        y1 - y0
-    )
+    px = left + (x - x0) * (right - left) / (x1 - x0)
+    py = bottom - (y - y0) * (bottom - top) / (y1 - y0)
+    return px, py
 
 
 def render(scene: Scene) -> bytes:
-    image = Image.new("RGB", scene.size, "white")
+    image = canvas(scene.size, (255, 255, 255))
     draw = ImageDraw.Draw(image)
     left, top, right, bottom = scene.area
     (x0, x1), (y0, y1) = scene.x_range, scene.y_range
@@ -133,12 +141,12 @@ def render(scene: Scene) -> bytes:
         if scene.grid or x == 0:
             draw.line((px, top, px, bottom), fill=_AXIS if x == 0 else _GRID)
         if x % label_every == 0:
-            label(draw, px, bottom + 3, str(x), _INK, "mt")
+            label(image, px, bottom + 6, str(x), _INK, "mt")
     for y in range(y0, y1 + 1, scene.y_step):
         _, py = to_pixel(scene, 0, y)
         if scene.grid or y == 0:
             draw.line((left, py, right, py), fill=_AXIS if y == 0 else _GRID)
-        label(draw, left - 3, py, str(y), _INK, "rm")
+        label(image, left - 3, py, str(y), _INK, "rm")
     draw.rectangle(scene.area, outline=_INK)
     # One point per pixel column: smooth enough for a parabola, and cheap.
     xs = (x0 + (px - left) * (x1 - x0) / (right - left) for px in range(left, right + 1))
