@@ -18,19 +18,13 @@ from vlaa_data.workspace import Workspace, init_workspace
 
 
 def png_bytes(
-    color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (24, 16)
+    color: tuple[int, int, int] = (200, 30, 30),
+    size: tuple[int, int] = (24, 16),
+    image_format: str = "PNG",
 ) -> bytes:
-    """A small real PNG; different colours give different bytes."""
+    """A small real image (PNG unless told); different colours give different bytes."""
     buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def jpeg_bytes(
-    color: tuple[int, int, int] = (30, 200, 30), size: tuple[int, int] = (20, 20)
-) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format="JPEG")
+    Image.new("RGB", size, color).save(buffer, format=image_format)
     return buffer.getvalue()
 
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tests.conftest import jpeg_bytes, png_bytes, query, write_jsonl
+from tests.conftest import png_bytes, query, write_jsonl
 from vlaa_data.errors import SourceError
 from vlaa_data.sources import SourceOptions, default_name, open_source
 from vlaa_data.steps.collect import CollectReport, collect
@@ -100,7 +100,7 @@ def test_parquet_with_embedded_image_bytes_and_map(workspace: Path, tmp_path: Pa
                 "qid": 8,
                 "query": "What colour?",
                 "gt": "green",
-                "picture": {"bytes": jpeg_bytes((0, 250, 0)), "path": None},
+                "picture": {"bytes": png_bytes((0, 250, 0), image_format="JPEG"), "path": None},
             },
         ]
     )
