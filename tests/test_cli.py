@@ -33,6 +33,15 @@ def test_init_then_collect_then_status(cli, tmp_path: Path) -> None:
     assert json.loads(again.stdout)["already_present"] == 12
     status = json.loads(cli("status", "--json", "-w", ws).stdout)
     assert status["sources"] == {"synthetic": 12}
+    runs = json.loads(
+        cli(
+            "sql", "SELECT command, status FROM runs ORDER BY started_at", "--json", "-w", ws
+        ).stdout
+    )
+    assert runs[0] == {
+        "command": f"vlaa-data collect synthetic --limit 12 --seed 1 -w {ws}",
+        "status": "finished",
+    }
 
 
 def test_workspace_comes_from_the_environment(cli, tmp_path: Path) -> None:

@@ -189,6 +189,7 @@ def collect(
                 name=source_name,
                 keep_duplicate_images=keep_duplicate_images,
                 on_progress=lambda n: progress.update(task, completed=n, rate=_rate(n, started)),
+                command=" ".join(["vlaa-data", *sys.argv[1:]]),
             )
     if json_:
         _print_json(report.to_dict())

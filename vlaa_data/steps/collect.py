@@ -205,8 +205,11 @@ class _ImagePool:
 
 
 class _Collector:
-    def __init__(self, workspace: Workspace, source: Source, name: str, keep_dupes: bool) -> None:
+    def __init__(
+        self, workspace: Workspace, source: Source, name: str, keep_dupes: bool, command: str
+    ) -> None:
         self.ws = workspace
+        self.command = command
         self.source = source
         self.name = name
         self.keep_dupes = keep_dupes
@@ -222,7 +225,7 @@ class _Collector:
         settings = self.ws.settings.collect
         started = time.monotonic()
         self.report.run_id = run_id = store.start_run(
-            " ".join(["vlaa-data", *sys.argv[1:]]) if sys.argv else "collect",
+            self.command,
             __version__,
             {"collect": settings.model_dump(), "source": self.name},
         )
@@ -411,6 +414,11 @@ def collect(
     name: str,
     keep_duplicate_images: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    command: str | None = None,
 ) -> CollectReport:
-    """Collect every row of ``source`` into ``workspace`` under the source name ``name``."""
-    return _Collector(workspace, source, name, keep_duplicate_images).run(on_progress)
+    """Collect every row of ``source`` into ``workspace`` under the source name ``name``.
+
+    ``command`` is what the ``runs`` table records as the command line.
+    """
+    command = command or f"collect {name}"
+    return _Collector(workspace, source, name, keep_duplicate_images, command).run(on_progress)
