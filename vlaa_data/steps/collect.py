@@ -145,8 +145,6 @@ class _Batch:
     outcomes: Iterable[ImageInfo | ImageRejected] = ()
 
 
-# -- image work, in worker processes ---------------------------------------------------------
-
 _worker_store: ImageStore | None = None
 _worker_limits: tuple[int, int] = (0, 0)
 
@@ -199,9 +197,6 @@ class _ImagePool:
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(cancel_futures=True)
-
-
-# -- the step --------------------------------------------------------------------------------
 
 
 class _Collector:
@@ -352,8 +347,6 @@ class _Collector:
         )
 
     def _candidate(self, raw: RawSample, batch: _Batch, run_id: str) -> _Candidate | None:
-        def reject(row_key: str, reason: str, detail: str, row: Any) -> None:
-            self._reject(batch, run_id, row_key, reason, detail, row)
 
         source_id = raw.source_id or content_id(
             raw.question, raw.answer, raw.image.identity() if raw.image else None
@@ -362,7 +355,14 @@ class _Collector:
         self.seen_ids[sample_id] += 1
         if self.seen_ids[sample_id] > 1:
             key = f"{source_id}#{self.seen_ids[sample_id]}"
-            reject(key, "duplicate_id", f"id {source_id!r} appears more than once", raw.row)
+            self._reject(
+                batch,
+                run_id,
+                key,
+                "duplicate_id",
+                f"id {source_id!r} appears more than once",
+                raw.row,
+            )
             return None
         if sample_id in self.existing_ids:
             self.report.already_present += 1
@@ -375,7 +375,7 @@ class _Collector:
                 context.setdefault("original_answer", raw.answer)
             context_json = _context_json(context)
         except _RowProblem as problem:
-            reject(source_id, problem.reason, problem.detail, raw.row)
+            self._reject(batch, run_id, source_id, problem.reason, problem.detail, raw.row)
             return None
         return _Candidate(sample_id, source_id, question, answer, reward_type, context_json, raw)
 

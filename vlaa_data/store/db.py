@@ -63,8 +63,6 @@ class Store:
     def close(self) -> None:
         self.con.close()
 
-    # -- schema -----------------------------------------------------------------------------
-
     def schema_version(self) -> int:
         exists = self.con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
@@ -100,8 +98,6 @@ class Store:
             applied.append(migration.version)
         return applied
 
-    # -- runs -------------------------------------------------------------------------------
-
     def start_run(self, command: str, tool_version: str, settings: dict[str, Any]) -> str:
         run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.con.execute(
@@ -116,8 +112,6 @@ class Store:
             "UPDATE runs SET ended_at = current_timestamp, status = ?, counts = ? WHERE id = ?",
             [status, json.dumps(counts), run_id],
         )
-
-    # -- collect ----------------------------------------------------------------------------
 
     def sample_ids(self, source: str) -> set[str]:
         rows = self.con.execute("SELECT id FROM samples WHERE source = ?", [source]).fetchall()
@@ -204,8 +198,6 @@ class Store:
             )
         finally:
             self.con.unregister("_keys")
-
-    # -- reading ----------------------------------------------------------------------------
 
     def status_rows(self) -> dict[str, list[tuple[Any, ...]]]:
         """Raw counts for the status report (see ``vlaa_data.status``)."""
