@@ -85,3 +85,13 @@ def cli(tmp_path: Path) -> CliRun:
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2-VL saved with ``save_pretrained``, built once per test session."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from vlaa_data.testing.tiny_vlm import build_tiny_qwen2vl
+
+    return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny_vlm"))

@@ -20,7 +20,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DEFAULT_TOML", "CollectSettings", "Settings", "load_settings"]
+__all__ = [
+    "DEFAULT_TOML",
+    "CollectSettings",
+    "LlmSettings",
+    "Settings",
+    "StepSettings",
+    "load_settings",
+]
 
 
 class _Section(BaseModel):
@@ -34,8 +41,33 @@ class CollectSettings(_Section):
     workers: int = Field(0, ge=0, description="image worker processes (0 = one per core)")
 
 
+class LlmSettings(_Section):
+    concurrency: int = Field(64, gt=0, description="requests in flight at once")
+    rpm: float | None = Field(None, gt=0, description="requests per minute (none = no limit)")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute (none = no limit)")
+    timeout_s: float = Field(600.0, gt=0, description="seconds allowed per request attempt")
+    max_retries: int = Field(6, ge=0, description="retries of 429/5xx/timeouts per request")
+    backoff_s: float = Field(1.0, ge=0, description="first retry waits up to this; doubles")
+    max_pixels: int = Field(1_048_576, gt=0, description="images are downscaled to this size")
+    flush_s: float = Field(0.05, gt=0, description="a reply is written within this time")
+
+
+class StepSettings(_Section):
+    model: str = Field(description="preset name or raw model id")
+    base_url: str | None = None
+    api_key_env: str | None = None
+    max_tokens: int | None = Field(None, gt=0, description="overrides the preset's max_tokens")
+    prompt: str | None = Field(None, description="a prompt file replacing the built-in one")
+    budget_usd: float | None = Field(None, gt=0, description="stop sending past this spend")
+
+
 class Settings(_Section):
     collect: CollectSettings = Field(default_factory=CollectSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    caption: StepSettings = Field(default_factory=lambda: StepSettings(model="gpt-4o"))
+    distill: StepSettings = Field(default_factory=lambda: StepSettings(model="deepseek-r1"))
+    # [presets.NAME] tables: validated by vlaa_data.llm.presets when a step resolves a model
+    presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 DEFAULT_TOML = """\
@@ -51,6 +83,33 @@ max_image_bytes = 67_108_864
 batch_size = 1000
 # Processes that decode and validate images (0 = one per core).
 workers = 0
+
+[llm]
+# Requests in flight at once, and optional per-minute limits (uncomment to set).
+concurrency = 64
+# rpm = 500
+# tpm = 2_000_000
+# Seconds allowed per request attempt, and retries of 429/5xx/timeouts/dropped connections.
+timeout_s = 600
+max_retries = 6
+# Images are downscaled to at most this many pixels before they are sent.
+max_pixels = 1_048_576
+
+[caption]
+# A preset name (see `vlaa-data presets`) or a raw model id with base_url.
+model = "gpt-4o"
+# budget_usd = 20
+
+[distill]
+model = "deepseek-r1"
+# max_tokens = 32768
+# budget_usd = 50
+
+# Add or override model presets, e.g. a self-hosted R1 behind vLLM:
+# [presets.my-r1]
+# base_url = "http://gpu-box:8000/v1"
+# model = "deepseek-ai/DeepSeek-R1"
+# reasoning = "inline"
 """
 
 
@@ -58,7 +117,9 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     overrides: dict[str, dict[str, str]] = {}
     for section_name, section_field in Settings.model_fields.items():
         section_model = section_field.annotation
-        for field_name in section_model.model_fields:  # type: ignore[union-attr]
+        if not (isinstance(section_model, type) and issubclass(section_model, _Section)):
+            continue  # presets: tables of tables, set in vlaa.toml only
+        for field_name in section_model.model_fields:
             value = environ.get(f"VLAA_{section_name}_{field_name}".upper())
             if value is not None:
                 overrides.setdefault(section_name, {})[field_name] = value

@@ -27,6 +27,8 @@ class StatusReport:
     by_source: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     rejects: dict[str, dict[str, int]] = field(default_factory=dict)  # step -> reason -> n
     releases: dict[str, dict[str, int]] = field(default_factory=dict)
+    # step -> calls, tokens and dollars from the ledger (every reply received, cached or not)
+    llm: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +37,7 @@ class StatusReport:
             "steps": self.steps,
             "rejects": self.rejects,
             "releases": self.releases,
+            "llm": self.llm,
         }
 
 
@@ -67,6 +70,15 @@ def build_status(store: Store) -> StatusReport:
         for step, counts in steps.items():
             for state, n in counts.items():
                 report.steps[step][state] += n
+    for step, model, calls, tokens_in, tokens_out, cost in store.ledger_rows():
+        entry = report.llm.setdefault(
+            step, {"calls": 0, "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "models": []}
+        )
+        entry["calls"] += calls
+        entry["tokens_in"] += int(tokens_in)
+        entry["tokens_out"] += int(tokens_out)
+        entry["cost_usd"] = round(entry["cost_usd"] + cost, 6)
+        entry["models"].append(model)
     report.samples = sum(report.sources.values())
     report.by_source = dict(sorted(by_source.items()))
     report.rejects = {step: dict(sorted(r.items())) for step, r in rejects.items()}

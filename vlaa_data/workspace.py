@@ -68,6 +68,9 @@ class Workspace:
             lock.acquire()
         try:
             store = Store(root / DB_NAME, read_only=not write)
+            if write:
+                # We hold the lock, so a run still marked running died without finishing.
+                store.mark_interrupted_runs()
         except WorkspaceInUse:
             if lock:
                 lock.release()

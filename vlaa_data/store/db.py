@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 
 from vlaa_data.errors import QueryError, WorkspaceInUse
+from vlaa_data.store.llm import LlmQueries
 from vlaa_data.store.migrations import MIGRATIONS
 
 __all__ = ["PIPELINE_STEPS", "QueryResult", "Store"]
@@ -32,36 +33,74 @@ def _is_lock_conflict(exc: duckdb.Error) -> bool:
     return "lock" in str(exc).lower()
 
 
-class Store:
-    """A connection to ``vlaa.duckdb``. Writers must hold the workspace's ``WriterLock``."""
+class Store(LlmQueries):
+    """A connection to ``vlaa.duckdb``. Writers must hold the workspace's ``WriterLock``.
+
+    DuckDB lets no other process open the file while a writer has it open. Long-running
+    writers (the LLM steps) therefore poll ``reader_waiting()`` between writes and
+    ``suspend()`` the connection when a reader has asked for it, then ``resume()``.
+    """
 
     def __init__(self, path: Path, *, read_only: bool) -> None:
         self.path = path
         self.read_only = read_only
+        self.read_request = path.with_suffix(".read-request")
         self.con = self._connect()
         if not read_only:
             self.migrate()
         self._next_result_id: int | None = None
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
-        # A reader cannot open the file while a writer process has it; writers hold it in
-        # short bursts, so wait a moment before giving up.
-        deadline = time.monotonic() + _LOCK_RETRY_SECONDS
-        while True:
-            try:
-                return duckdb.connect(str(self.path), read_only=self.read_only)
-            except duckdb.IOException as exc:
-                if not _is_lock_conflict(exc) or time.monotonic() > deadline:
-                    if _is_lock_conflict(exc):
-                        raise WorkspaceInUse(
-                            f"workspace in use by another process ({self.path.parent}); "
-                            "try again when it finishes"
-                        ) from exc
-                    raise
-                time.sleep(0.1)
+    def _connect(self, wait: float = _LOCK_RETRY_SECONDS) -> duckdb.DuckDBPyConnection:
+        # A reader cannot open the file while a writer process has it. A reader leaves a
+        # request file that long-running writers notice between two writes; wait a moment.
+        deadline = time.monotonic() + wait
+        asked = False
+        try:
+            while True:
+                try:
+                    return duckdb.connect(str(self.path), read_only=self.read_only)
+                except duckdb.IOException as exc:
+                    if not _is_lock_conflict(exc) or time.monotonic() > deadline:
+                        if _is_lock_conflict(exc):
+                            raise WorkspaceInUse(
+                                f"workspace in use by another process ({self.path.parent}); "
+                                "try again when it finishes"
+                            ) from exc
+                        raise
+                    if self.read_only and not asked:
+                        self.read_request.touch()
+                        asked = True
+                    time.sleep(0.05)
+        finally:
+            if asked:
+                self.read_request.unlink(missing_ok=True)
 
     def close(self) -> None:
-        self.con.close()
+        if self.con is not None:
+            self.con.close()
+
+    def reader_waiting(self) -> bool:
+        return self.read_request.exists()
+
+    def suspend(self) -> None:
+        """Close the connection so that a waiting reader can open the file."""
+        if self.con is not None:
+            self.con.close()
+            self.con = None  # type: ignore[assignment]
+
+    def resume(self) -> bool:
+        """Reopen after ``suspend()``; False while a reader still has the file."""
+        if self.con is not None:
+            return True
+        try:
+            self.con = self._connect(wait=0.0)
+        except WorkspaceInUse:
+            return False
+        return True
+
+    @property
+    def suspended(self) -> bool:
+        return self.con is None
 
     def schema_version(self) -> int:
         exists = self.con.execute(

@@ -100,6 +100,33 @@ WITH RECURSIVE chain AS (
 SELECT * FROM chain;
 """
 
+_LLM_CALLS = """
+-- The request cache and cost ledger: one row per reply received (a reply is what gets billed).
+-- A request is looked up by key before it is sent; only status 'ok' rows are reused.
+CREATE TABLE llm_calls (
+    id            VARCHAR PRIMARY KEY,
+    key           VARCHAR NOT NULL,          -- sha256 of the rendered request
+    step          VARCHAR NOT NULL,
+    sample_id     VARCHAR,
+    backend       VARCHAR NOT NULL,          -- openai | transformers | vllm
+    base_url      VARCHAR,
+    model         VARCHAR NOT NULL,          -- the model id sent to the endpoint
+    preset        VARCHAR,
+    request       JSON NOT NULL,             -- model, messages (images by sha), params
+    response      JSON,                      -- the reply body as received
+    status        VARCHAR NOT NULL,          -- ok | unparseable
+    error         VARCHAR,
+    finish_reason VARCHAR,
+    tokens_in     INTEGER,
+    tokens_out    INTEGER,
+    cost_usd      DOUBLE,
+    latency_s     DOUBLE,
+    run_id        VARCHAR NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial: images, samples, collect_rejects, results, runs", _INITIAL),
+    Migration(2, "llm_calls: request cache and cost ledger", _LLM_CALLS),
 ]

@@ -1,0 +1,29 @@
+"""The ``vlaa-data`` command line: parses options, calls the library, prints reports.
+
+Commands live in modules by theme; importing them registers them on ``app``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from vlaa_data.cli import collect, llm, workspace  # noqa: F401  (registers the commands)
+from vlaa_data.cli.app import INTERRUPTED, app, err
+from vlaa_data.errors import VlaaError
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit 1 (VLAA_DATA_DEBUG=1: traceback)."""
+    try:
+        app()
+    except VlaaError as exc:
+        if os.environ.get("VLAA_DATA_DEBUG"):
+            raise
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print(INTERRUPTED)
+        sys.exit(130)

@@ -1,0 +1,86 @@
+"""The Typer app, the consoles and the options every command shares."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vlaa_data import __version__
+
+app = typer.Typer(
+    name="vlaa-data",
+    help="Build, curate, publish and train on R1-style multimodal reasoning datasets "
+    "(the VLAA-Thinking recipe). Every command works on one workspace directory.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console()
+err = Console(stderr=True)
+
+Workspace_ = Annotated[
+    Path | None,
+    typer.Option(
+        "-w",
+        "--workspace",
+        help="Workspace directory [default: $VLAA_WORKSPACE, else the current directory].",
+        show_default=False,
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def rate(done: int, started: float) -> str:
+    elapsed = time.monotonic() - started
+    return f"{done / elapsed:,.0f} rows/s" if elapsed > 0 else ""
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"vlaa-data {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Build, curate, publish and train on R1-style multimodal reasoning datasets."""
+
+
+INTERRUPTED = "interrupted: work written so far is kept; run the command again to resume"
+
+
+@contextlib.contextmanager
+def exit_on_interrupt() -> Iterator[None]:
+    """Ctrl-C or SIGTERM inside a command: one line and exit code 130 (Typer would be silent)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print(INTERRUPTED)
+        raise typer.Exit(130) from None
+
+
+def new_table(title: str, *columns: str) -> Table:
+    """A table whose columns named with a trailing ``>`` are right-aligned (numbers)."""
+    table = Table(title=title)
+    for column in columns:
+        right = column.endswith(">")
+        table.add_column(column.rstrip(">"), justify="right" if right else "left")
+    return table

@@ -1,0 +1,117 @@
+"""Model presets: which endpoint, model id, key variable and prices a ``--model NAME`` means.
+
+Built-in presets ship in ``presets.toml``; a workspace's ``[presets.NAME]`` tables add new ones
+or override fields of built-in ones. ``--model`` also takes a raw model id, which then needs
+``--base-url``. Keys are read from the environment when a step starts and live only in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vlaa_data.errors import SettingsError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["Endpoint", "Preset", "builtin_presets", "load_presets", "resolve_endpoint"]
+
+ReasoningFormat = Literal["field", "inline", "none"]
+
+
+class Preset(BaseModel):
+    """One named model configuration; prices are USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""
+    base_url: str | None = None
+    model: str
+    api_key_env: str = ""
+    reasoning: ReasoningFormat = "none"
+    vision: bool = False
+    params: dict[str, Any] = Field(default_factory=dict)
+    price_input: float = Field(0.0, ge=0)
+    price_output: float = Field(0.0, ge=0)
+    typical_output_tokens: int = Field(500, gt=0)
+
+    def cost(self, tokens_in: int | None, tokens_out: int | None) -> float:
+        return ((tokens_in or 0) * self.price_input + (tokens_out or 0) * self.price_output) / 1e6
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A resolved preset plus the key it needs, ready for a backend. The key is never shown."""
+
+    preset: Preset
+    base_url: str | None
+    api_key: str | None = field(default=None, repr=False)
+    api_key_env: str = ""
+
+
+def builtin_presets() -> dict[str, dict[str, Any]]:
+    text = resources.files("vlaa_data.llm").joinpath("presets.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def load_presets(user: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Preset]:
+    """Built-in presets with the workspace's ``[presets.*]`` tables merged over them."""
+    tables = builtin_presets()
+    for name, overrides in (user or {}).items():
+        tables[name] = {**tables.get(name, {}), **overrides}
+    presets = {}
+    for name, table in tables.items():
+        try:
+            presets[name] = Preset.model_validate({**table, "name": name})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise SettingsError(f"presets.{name}.{where}: {first['msg']}") from exc
+    return presets
+
+
+def resolve_endpoint(
+    model: str,
+    presets: Mapping[str, Preset],
+    *,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    needs_key: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> Endpoint:
+    """Turn ``--model/--base-url/--api-key-env`` into an endpoint; fail at once without a key.
+
+    A name that is not a preset is a raw model id and needs ``base_url``. ``needs_key=False``
+    (in-process backends, dry runs) skips the key check.
+    """
+    environ = os.environ if environ is None else environ
+    preset = presets.get(model)
+    if preset is None:
+        if not base_url:
+            known = ", ".join(sorted(presets))
+            raise SettingsError(
+                f"unknown model preset {model!r}; use one of {known}, "
+                "or pass --base-url to send a raw model id to an endpoint"
+            )
+        preset = Preset(name=model, model=model)
+    key_env = preset.api_key_env if api_key_env is None else api_key_env
+    key = None
+    if key_env:
+        key = environ.get(key_env) or None
+        if key is None and needs_key:
+            raise SettingsError(
+                f"{key_env} is not set: export {key_env}=... (the API key for "
+                f"{preset.name}), or pass --api-key-env VAR to read it from another variable"
+            )
+    return Endpoint(
+        preset=preset, base_url=base_url or preset.base_url, api_key=key, api_key_env=key_env
+    )

@@ -1,0 +1,482 @@
+"""Runs an LLM step: select ready samples, plan requests, reuse cached replies, send the rest
+with bounded concurrency under a budget, and record every outcome.
+
+Nothing is paid twice: a request's key (model id, messages with images by sha, params) is
+looked up in ``llm_calls`` before it is sent, and every reply is written there with its
+tokens and cost. Nothing is hidden: a sample that cannot be finished is recorded ``failed``
+with a reason code, a reply cut at ``max_tokens`` is recorded ``truncated`` with its text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vlaa_data import __version__
+from vlaa_data.errors import SettingsError
+from vlaa_data.llm.backend import Backend
+from vlaa_data.llm.backends import BackendSpec, make_backend
+from vlaa_data.llm.estimate import estimate_input_tokens
+from vlaa_data.llm.presets import Endpoint, Preset, load_presets, resolve_endpoint
+from vlaa_data.llm.reply import CallFailed, ChatReply, parse_completion
+from vlaa_data.llm.request import ChatRequest
+from vlaa_data.llm.templates import load_template
+from vlaa_data.settings import StepSettings
+from vlaa_data.steps.caption import CaptionStep
+from vlaa_data.steps.distill import DistillStep
+from vlaa_data.steps.llm_step import (
+    BACKENDS,
+    Estimate,
+    LlmOptions,
+    LlmReport,
+    LlmStep,
+    Outcome,
+    Progress,
+    Skip,
+)
+from vlaa_data.steps.llm_writer import ResultWriter
+from vlaa_data.store.llm import ReadySample
+from vlaa_data.workspace import Workspace
+
+__all__ = ["LLM_STEPS", "run_llm_step"]
+
+LLM_STEPS = ("caption", "distill")
+_PLAN_CHUNK = 500
+_PROGRESS_EVERY_S = 0.2
+
+
+def _build_step(name: str, ws: Workspace, prompt: str | None) -> LlmStep:
+    template = load_template(name, prompt)
+    if name == "caption":
+        return CaptionStep(template, ws.root)
+    if name == "distill":
+        return DistillStep(template)
+    raise SettingsError(f"unknown LLM step {name!r}; use one of {', '.join(LLM_STEPS)}")
+
+
+@dataclass
+class _Plan:
+    """Everything a run needs, resolved from flags, vlaa.toml and presets."""
+
+    step: LlmStep
+    endpoint: Endpoint
+    backend: BackendSpec
+    params: dict[str, Any]
+    max_pixels: int | None
+    concurrency: int
+    flush_s: float
+    budget_usd: float | None
+
+    @property
+    def preset(self) -> Preset:
+        return self.endpoint.preset
+
+
+def _resolve(ws: Workspace, name: str, options: LlmOptions) -> _Plan:
+    if options.backend not in BACKENDS:
+        raise SettingsError(f"unknown backend {options.backend!r}; use {', '.join(BACKENDS)}")
+    llm = ws.settings.llm
+    step_settings: StepSettings = getattr(ws.settings, name)
+    model = options.model or step_settings.model
+    presets = load_presets(ws.settings.presets)
+    if options.backend == "openai":
+        endpoint = resolve_endpoint(
+            model,
+            presets,
+            base_url=options.base_url or step_settings.base_url,
+            api_key_env=options.api_key_env or step_settings.api_key_env,
+            needs_key=not options.dry_run,
+        )
+    else:
+        # In-process models speak raw text: reasoning arrives inline.
+        preset = presets.get(model) or Preset(name=model, model=model, vision=True)
+        endpoint = Endpoint(preset=preset.model_copy(update={"reasoning": "inline"}), base_url=None)
+    step = _build_step(name, ws, options.prompt or step_settings.prompt)
+    if getattr(step, "needs_vision", False) and not endpoint.preset.vision:
+        raise SettingsError(
+            f"{name} sends images, and preset {endpoint.preset.name} does not accept them; "
+            "use a vision model (e.g. --model gpt-4o)"
+        )
+    params = dict(endpoint.preset.params)
+    max_tokens = options.max_tokens or step_settings.max_tokens
+    if max_tokens:
+        params["max_tokens"] = max_tokens
+    max_pixels = options.max_pixels or llm.max_pixels
+    return _Plan(
+        step=step,
+        endpoint=endpoint,
+        backend=BackendSpec(
+            kind=options.backend,
+            endpoint=endpoint,
+            timeout_s=options.timeout_s or llm.timeout_s,
+            max_retries=llm.max_retries if options.max_retries is None else options.max_retries,
+            max_pixels=max_pixels,
+            backoff_s=llm.backoff_s,
+            rpm=options.rpm or llm.rpm,
+            tpm=options.tpm or llm.tpm,
+            batch_size=options.batch_size,
+        ),
+        params=params,
+        max_pixels=max_pixels,
+        concurrency=options.concurrency or llm.concurrency,
+        flush_s=llm.flush_s,
+        budget_usd=options.budget_usd or step_settings.budget_usd,
+    )
+
+
+def run_llm_step(
+    ws: Workspace,
+    name: str,
+    options: LlmOptions,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> LlmReport:
+    """Run LLM step ``name`` (caption, distill) on ``ws``; see the module docstring.
+
+    ``options.dry_run`` only plans and prices (the workspace may be open read-only). Raises
+    ``KeyboardInterrupt`` after recording what finished when interrupted (SIGINT/SIGTERM).
+    """
+    plan = _resolve(ws, name, options)
+    samples = ws.store.ready_samples(
+        name,
+        parent_step=plan.step.parent_step,
+        sources=options.sources,
+        redo=options.redo,
+        retry_truncated=options.retry_truncated,
+        limit=options.limit,
+    )
+    report = LlmReport(
+        step=name,
+        model=plan.preset.name,
+        backend=options.backend,
+        run_id=None,
+        selected=len(samples),
+        budget_usd=plan.budget_usd,
+    )
+    report.progress.total = len(samples)
+    started = time.monotonic()
+    if options.dry_run:
+        report.estimate = _estimate(ws, plan, samples, options)
+        report.seconds = time.monotonic() - started
+        return report
+    report.run_id = ws.store.start_run(
+        options.command or f"vlaa-data {name}", __version__, _run_settings(plan, options)
+    )
+    run = _Run(ws, plan, options, report, on_progress)
+    status = "failed"
+    try:
+        asyncio.run(run.drive(samples))
+        status = "stopped" if report.stopped else "finished"
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        report.stopped = "interrupted"
+        status = "interrupted"
+        raise KeyboardInterrupt from None
+    finally:
+        report.seconds = time.monotonic() - started
+        report.left_pending = report.selected - report.progress.finished
+        ws.store.resume()
+        ws.store.finish_run(report.run_id, status, report.to_dict())
+    return report
+
+
+def _run_settings(plan: _Plan, options: LlmOptions) -> dict[str, Any]:
+    # What the run used, for the runs table. The key's variable name, never the key.
+    return {
+        "preset": plan.preset.name,
+        "model": plan.preset.model,
+        "backend": options.backend,
+        "base_url": plan.endpoint.base_url,
+        "api_key_env": plan.endpoint.api_key_env,
+        "params": plan.params,
+        "max_pixels": plan.max_pixels,
+        "concurrency": plan.concurrency,
+        "rpm": plan.backend.rpm,
+        "tpm": plan.backend.tpm,
+        "budget_usd": plan.budget_usd,
+        "redo": options.redo,
+        "no_cache": options.no_cache,
+    }
+
+
+def _chunks(items: Sequence[ReadySample], size: int) -> Iterator[Sequence[ReadySample]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _estimate(
+    ws: Workspace, plan: _Plan, samples: Sequence[ReadySample], options: LlmOptions
+) -> Estimate:
+    preset = plan.preset
+    estimate = Estimate()
+    max_out = int(plan.params.get("max_tokens") or preset.typical_output_tokens)
+    seen = ws.store.mean_output_tokens(plan.step.name, preset.model)
+    expected_out = min(max_out, int(seen or preset.typical_output_tokens))
+    for chunk in _chunks(samples, _PLAN_CHUNK):
+        planned = [plan.step.plan(s, preset, plan.params, plan.max_pixels) for s in chunk]
+        requests = [p for p in planned if isinstance(p, ChatRequest)]
+        estimate.skipped += len(planned) - len(requests)
+        cached = {} if options.no_cache else ws.store.cached_calls(r.key() for r in requests)
+        for request in requests:
+            if request.key() in cached:
+                estimate.cached += 1
+                continue
+            if not estimate.example_prompt:
+                estimate.example_prompt = request.text()
+            estimate.requests += 1
+            estimate.tokens_in += estimate_input_tokens(request)
+    estimate.tokens_out_expected = estimate.requests * expected_out
+    estimate.tokens_out_max = estimate.requests * max_out
+    estimate.cost_expected_usd = preset.cost(estimate.tokens_in, estimate.tokens_out_expected)
+    estimate.cost_max_usd = preset.cost(estimate.tokens_in, estimate.tokens_out_max)
+    return estimate
+
+
+class _Run:
+    """One pass of a step over its ready samples, inside one event loop."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        plan: _Plan,
+        options: LlmOptions,
+        report: LlmReport,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.ws = ws
+        self.plan = plan
+        self.options = options
+        self.report = report
+        self.progress = report.progress
+        self.on_progress = on_progress
+        self.writer = ResultWriter(ws.store, flush_s=plan.flush_s)
+        self.in_flight_usd = 0.0
+        self._max_out = int(plan.params.get("max_tokens") or plan.preset.typical_output_tokens)
+        self._expected_out = float(plan.preset.typical_output_tokens)
+        self._out_seen = 0
+        self._reply_arrived = asyncio.Event()
+
+    async def drive(self, samples: Sequence[ReadySample]) -> None:
+        main = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, main.cancel)  # type: ignore[union-attr]
+        seen = await asyncio.to_thread(
+            self.ws.store.mean_output_tokens, self.plan.step.name, self.plan.preset.model
+        )
+        if seen:
+            self._expected_out = seen
+        backend = make_backend(self.plan.backend, on_retry=self._count_retry)
+        await self.writer.start()
+        ticker = asyncio.create_task(self._tick())
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            await self._dispatch(samples, backend, tasks)
+            if tasks:
+                await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            try:
+                await self.writer.close()
+            finally:
+                await backend.aclose()
+                self._emit()
+                with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signal.SIGTERM)
+
+    async def _dispatch(
+        self, samples: Sequence[ReadySample], backend: Backend, tasks: set[asyncio.Task[None]]
+    ) -> None:
+        plan, step = self.plan, self.plan.step
+        gate = asyncio.Semaphore(plan.concurrency)
+        for chunk in _chunks(samples, _PLAN_CHUNK):
+            planned = [(s, step.plan(s, plan.preset, plan.params, plan.max_pixels)) for s in chunk]
+            keys = {s.id: p.key() for s, p in planned if isinstance(p, ChatRequest)}
+            cached = {}
+            if keys and not self.options.no_cache:
+                cached = await self.writer.run(self.ws.store.cached_calls, list(keys.values()))
+            for sample, item in planned:
+                if isinstance(item, Skip):
+                    self._record(sample, Outcome("done", item.output), method=item.method)
+                    self.progress.skipped += 1
+                    continue
+                key = keys[sample.id]
+                hit = cached.get(key)
+                if hit is not None:
+                    self._replay(sample, key, hit.response)
+                    continue
+                cost = self._estimate_cost(item)
+                if not await self._fits_budget(cost):
+                    self.report.stopped = "budget"
+                    return
+                await gate.acquire()
+                self.in_flight_usd += cost
+                self.progress.in_flight += 1
+                task = asyncio.create_task(self._send(backend, sample, item, key, cost))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                task.add_done_callback(lambda _t: gate.release())
+
+    async def _fits_budget(self, next_cost: float) -> bool:
+        """Whether one more request fits; waits for replies in flight when they decide it."""
+        budget = self.plan.budget_usd
+        if budget is None:
+            return True
+        while self.progress.cost_usd + self.in_flight_usd + next_cost > budget:
+            if self.progress.in_flight == 0 or self.progress.cost_usd + next_cost > budget:
+                return False
+            self._reply_arrived.clear()
+            await self._reply_arrived.wait()
+        return True
+
+    def _estimate_cost(self, request: ChatRequest) -> float:
+        preset = self.plan.preset
+        if not (preset.price_input or preset.price_output):
+            return 0.0
+        out = min(self._max_out, self._expected_out)
+        return preset.cost(estimate_input_tokens(request), int(out))
+
+    def _replay(self, sample: ReadySample, key: str, response: dict[str, Any]) -> None:
+        """A cached reply: free, and recorded again only if it changes the sample's state."""
+        outcome = self.plan.step.interpret(sample, parse_completion(response), self.plan.preset)
+        self.progress.cached += 1
+        unchanged = (
+            not self.options.redo
+            and sample.current_key == key
+            and sample.current_status == outcome.status
+        )
+        if unchanged:
+            self._count(outcome)
+            self.progress.finished += 1
+            self.report.outcomes["unchanged"] += 1
+            return
+        self._record(sample, outcome, method="cache", key=key)
+
+    async def _send(
+        self, backend: Backend, sample: ReadySample, request: ChatRequest, key: str, cost: float
+    ) -> None:
+        call = None
+        try:
+            reply = await backend.complete(request)
+        except CallFailed as exc:
+            if exc.paid:
+                call = self._ledger_row(sample, request, key, None, error=exc)
+            outcome = Outcome("failed", {"error": exc.detail}, exc.reason)
+        else:
+            call = self._ledger_row(sample, request, key, reply)
+            self._account(reply)
+            outcome = self.plan.step.interpret(sample, reply, self.plan.preset)
+        finally:
+            self.in_flight_usd -= cost
+            self.progress.in_flight -= 1
+            self._reply_arrived.set()
+        self.progress.requests += 1
+        # Hold the concurrency slot until the reply is committed: a kill -9 then loses at
+        # most `concurrency` requests, in flight or answered.
+        await self._record(sample, outcome, method="request", key=key, call=call)
+
+    def _account(self, reply: ChatReply) -> None:
+        progress = self.progress
+        progress.tokens_in += reply.tokens_in or 0
+        progress.tokens_out += reply.tokens_out or 0
+        progress.cost_usd += self.plan.preset.cost(reply.tokens_in, reply.tokens_out)
+        if reply.tokens_out is not None:
+            self._out_seen += 1
+            self._expected_out += (reply.tokens_out - self._expected_out) / self._out_seen
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.status == "failed":
+            self.progress.failed += 1
+        elif outcome.status == "truncated":
+            self.progress.truncated += 1
+
+    def _record(
+        self,
+        sample: ReadySample,
+        outcome: Outcome,
+        *,
+        method: str,
+        key: str | None = None,
+        call: dict[str, Any] | None = None,
+    ) -> asyncio.Future[None]:
+        """Buffer the result (and ledger row); the future resolves once both are committed."""
+        self._count(outcome)
+        self.progress.finished += 1
+        label = outcome.status if outcome.status == "done" else f"{outcome.status}:{outcome.reason}"
+        if outcome.status == "done" and method not in ("request", "cache"):
+            label = f"skipped:{method}"
+        elif outcome.status == "done" and method == "cache":
+            label = "done:cached"
+        self.report.outcomes[label] += 1
+        result = {
+            "id": None,
+            "sample_id": sample.id,
+            "step": self.plan.step.name,
+            "attempt": sample.attempts + 1,
+            "status": outcome.status,
+            "output": json.dumps(outcome.output, ensure_ascii=False),
+            "reason": outcome.reason,
+            "method": method,
+            "model": self.plan.preset.model if key else None,
+            "prompt_hash": key,
+            "run_id": self.report.run_id,
+            "parent_id": sample.parent_id,
+        }
+        return self.writer.add(result, call)
+
+    def _ledger_row(
+        self,
+        sample: ReadySample,
+        request: ChatRequest,
+        key: str,
+        reply: ChatReply | None,
+        *,
+        error: CallFailed | None = None,
+    ) -> dict[str, Any]:
+        preset = self.plan.preset
+        raw: Any = reply.raw if reply is not None else (error.raw if error else None)
+        return {
+            "id": uuid.uuid4().hex,
+            "key": key,
+            "step": self.plan.step.name,
+            "sample_id": sample.id,
+            "backend": self.plan.backend.kind,
+            "base_url": self.plan.endpoint.base_url,
+            "model": preset.model,
+            "preset": preset.name,
+            "request": request.rendered_json,
+            "response": None if raw is None else json.dumps(raw, ensure_ascii=False),
+            "status": "ok" if reply is not None else "unparseable",
+            "error": error.detail if error else None,
+            "finish_reason": reply.finish_reason if reply else None,
+            "tokens_in": reply.tokens_in if reply else None,
+            "tokens_out": reply.tokens_out if reply else None,
+            "cost_usd": preset.cost(reply.tokens_in, reply.tokens_out) if reply else None,
+            "latency_s": reply.latency_s if reply else None,
+            "run_id": self.report.run_id,
+        }
+
+    def _count_retry(self, reason: str) -> None:
+        self.progress.retries += 1
+
+    async def _tick(self) -> None:
+        while True:
+            self._emit()
+            await asyncio.sleep(_PROGRESS_EVERY_S)
+
+    def _emit(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.progress)

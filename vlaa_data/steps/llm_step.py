@@ -1,0 +1,166 @@
+"""What every LLM step shares: its options, what a step must define, and the report.
+
+A step module (caption, distill, ...) subclasses ``LlmStep`` with two methods: ``plan`` turns a
+ready sample into a request (or a skip), ``interpret`` turns a reply into a result. Selecting
+samples, the cache, sending, retries, budgets and writing live in ``llm_runner``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlaa_data.llm.presets import Preset
+from vlaa_data.llm.reply import ChatReply
+from vlaa_data.llm.request import ChatRequest
+from vlaa_data.store.llm import ReadySample
+
+__all__ = [
+    "BACKENDS",
+    "LlmOptions",
+    "LlmReport",
+    "LlmStep",
+    "Outcome",
+    "Progress",
+    "Skip",
+]
+
+BACKENDS = ("openai", "transformers", "vllm")
+
+
+@dataclass
+class LlmOptions:
+    """Flags of an LLM step; ``None`` means the workspace settings' value."""
+
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    backend: str = "openai"
+    concurrency: int | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    timeout_s: float | None = None
+    max_retries: int | None = None
+    max_tokens: int | None = None
+    max_pixels: int | None = None
+    batch_size: int | None = None
+    prompt: str | None = None
+    limit: int | None = None
+    sources: tuple[str, ...] = ()
+    redo: bool = False
+    retry_truncated: bool = False
+    no_cache: bool = False
+    dry_run: bool = False
+    budget_usd: float | None = None
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A sample the step passes without a model call; recorded done with ``method``."""
+
+    method: str
+    output: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # done | failed | truncated
+    output: dict[str, Any]
+    reason: str | None = None
+
+
+class LlmStep(ABC):
+    name: str
+    parent_step: str | None = None  # the step whose done result this one builds on
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+
+    @abstractmethod
+    def plan(
+        self, sample: ReadySample, preset: Preset, params: dict[str, Any], max_pixels: int | None
+    ) -> ChatRequest | Skip:
+        """The request for ``sample`` (model and params already chosen), or a skip."""
+
+    @abstractmethod
+    def interpret(self, sample: ReadySample, reply: ChatReply, preset: Preset) -> Outcome:
+        """The result of a completed reply; ``finish_reason == 'length'`` is handled here."""
+
+
+@dataclass
+class Progress:
+    """Counters the runner updates as it goes; the CLI draws them."""
+
+    total: int = 0
+    finished: int = 0
+    requests: int = 0
+    cached: int = 0
+    skipped: int = 0
+    failed: int = 0
+    truncated: int = 0
+    retries: int = 0
+    in_flight: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class Estimate:
+    """What ``--dry-run`` projects: requests to send and their cost."""
+
+    requests: int = 0
+    cached: int = 0
+    skipped: int = 0
+    tokens_in: int = 0
+    tokens_out_expected: int = 0
+    tokens_out_max: int = 0
+    cost_expected_usd: float = 0.0
+    cost_max_usd: float = 0.0
+    example_prompt: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["cost_expected_usd"] = round(self.cost_expected_usd, 4)
+        data["cost_max_usd"] = round(self.cost_max_usd, 4)
+        return data
+
+
+@dataclass
+class LlmReport:
+    step: str
+    model: str
+    backend: str
+    run_id: str | None
+    selected: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)  # done, cached, skipped, failed:...
+    progress: Progress = field(default_factory=Progress)
+    seconds: float = 0.0
+    stopped: str | None = None  # "budget" | "interrupted"
+    left_pending: int = 0
+    budget_usd: float | None = None
+    estimate: Estimate | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "step": self.step,
+            "model": self.model,
+            "backend": self.backend,
+            "run_id": self.run_id,
+            "selected": self.selected,
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "requests": self.progress.requests,
+            "retries": self.progress.retries,
+            "tokens_in": self.progress.tokens_in,
+            "tokens_out": self.progress.tokens_out,
+            "cost_usd": round(self.progress.cost_usd, 6),
+            "seconds": round(self.seconds, 3),
+            "stopped": self.stopped,
+            "left_pending": self.left_pending,
+        }
+        if self.estimate is not None:
+            data["dry_run"] = self.estimate.to_dict()
+        return data

@@ -1,0 +1,181 @@
+"""SQL of the LLM steps: selecting ready samples, the request cache, and batched writes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+__all__ = ["CachedCall", "LlmQueries", "ReadySample"]
+
+_CACHE_CHUNK = 2000
+
+
+@dataclass(frozen=True)
+class ReadySample:
+    """A sample a step can work on, with what the step needs to build its prompt."""
+
+    id: str
+    source: str
+    question: str
+    answer: str
+    reward_type: str
+    context: dict[str, Any]
+    image_sha: str
+    image_path: str
+    width: int
+    height: int
+    parent_id: int | None  # the upstream result this step builds on (distill: the caption)
+    parent_output: dict[str, Any] | None
+    current_status: str | None  # this step's current result, if any
+    current_key: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class CachedCall:
+    key: str
+    response: dict[str, Any]
+    tokens_in: int | None
+    tokens_out: int | None
+    cost_usd: float | None
+
+
+class LlmQueries:
+    """Mixed into ``Store``; expects ``self.con`` and ``self._insert``."""
+
+    con: duckdb.DuckDBPyConnection
+
+    def ready_samples(
+        self,
+        step: str,
+        *,
+        parent_step: str | None,
+        sources: Sequence[str] = (),
+        redo: bool = False,
+        retry_truncated: bool = False,
+        limit: int | None = None,
+    ) -> list[ReadySample]:
+        """Samples whose upstream step is done and whose ``step`` is pending, stale or failed.
+
+        ``redo`` takes every ready sample; truncated results are taken again only with
+        ``retry_truncated`` (their reply is cached, so this pays only when the budget changed).
+        """
+        params: list[Any] = [step, step]
+        parent_join = "LEFT JOIN (SELECT NULL::BIGINT AS id, NULL::JSON AS output) p ON true"
+        where = ["true"]
+        if parent_step is not None:
+            parent_join = (
+                "JOIN current_results p ON p.sample_id = s.id AND p.step = ? AND p.status = 'done'"
+            )
+            params.insert(0, parent_step)
+        if not redo:
+            statuses = ["failed", "truncated"] if retry_truncated else ["failed"]
+            where.append(f"(c.id IS NULL OR c.status IN ({', '.join('?' * len(statuses))}))")
+            params.extend(statuses)
+        if sources:
+            where.append(f"s.source IN ({', '.join('?' * len(sources))})")
+            params.extend(sources)
+        sql = f"""
+            SELECT s.id, s.source, s.question, s.answer, s.reward_type, s.context,
+                   s.image_sha, i.path, i.width, i.height, p.id, p.output,
+                   c.status, c.prompt_hash, coalesce(a.attempts, 0)
+            FROM samples s
+            JOIN images i ON i.sha = s.image_sha
+            {parent_join}
+            LEFT JOIN current_results c ON c.sample_id = s.id AND c.step = ?
+            LEFT JOIN (
+                SELECT sample_id, max(attempt) AS attempts FROM results WHERE step = ?
+                GROUP BY sample_id
+            ) a ON a.sample_id = s.id
+            WHERE {" AND ".join(where)}
+            ORDER BY s.id
+        """
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = self.con.execute(sql, params).fetchall()
+        return [
+            ReadySample(
+                id=r[0],
+                source=r[1],
+                question=r[2],
+                answer=r[3],
+                reward_type=r[4],
+                context=json.loads(r[5]) if r[5] else {},
+                image_sha=r[6],
+                image_path=r[7],
+                width=r[8],
+                height=r[9],
+                parent_id=r[10],
+                parent_output=json.loads(r[11]) if r[11] else None,
+                current_status=r[12],
+                current_key=r[13],
+                attempts=r[14],
+            )
+            for r in rows
+        ]
+
+    def cached_calls(self, keys: Iterable[str]) -> dict[str, CachedCall]:
+        """The latest usable reply for each key that has one."""
+        import pyarrow as pa
+
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, CachedCall] = {}
+        for start in range(0, len(wanted), _CACHE_CHUNK):
+            chunk = pa.table({"key": wanted[start : start + _CACHE_CHUNK]})
+            self.con.register("_keys", chunk)
+            try:
+                rows = self.con.execute(
+                    "SELECT c.key, c.response, c.tokens_in, c.tokens_out, c.cost_usd "
+                    "FROM llm_calls c SEMI JOIN _keys k ON c.key = k.key "
+                    "WHERE c.status = 'ok' "
+                    "QUALIFY row_number() OVER (PARTITION BY c.key ORDER BY c.created_at DESC) = 1"
+                ).fetchall()
+            finally:
+                self.con.unregister("_keys")
+            for key, response, tokens_in, tokens_out, cost in rows:
+                found[key] = CachedCall(key, json.loads(response), tokens_in, tokens_out, cost)
+        return found
+
+    def write_llm_batch(
+        self, *, results: Sequence[dict[str, Any]], calls: Sequence[dict[str, Any]]
+    ) -> None:
+        """Write results and ledger rows of one flush in a single transaction."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            if calls:
+                self._insert("llm_calls", calls)  # type: ignore[attr-defined]
+            if results:
+                self._insert("results", results)  # type: ignore[attr-defined]
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def mean_output_tokens(self, step: str, model: str) -> float | None:
+        """Average reply length seen so far for this step and model (for estimates)."""
+        # fetchall, not fetchone: an unfinished result blocks register() on this connection
+        rows = self.con.execute(
+            "SELECT avg(tokens_out) FROM llm_calls "
+            "WHERE step = ? AND model = ? AND status = 'ok' AND tokens_out IS NOT NULL",
+            [step, model],
+        ).fetchall()
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    def ledger_rows(self) -> list[tuple[Any, ...]]:
+        """Per step and model: calls, tokens in, tokens out, dollars."""
+        return self.con.execute(
+            "SELECT step, model, count(*), coalesce(sum(tokens_in), 0), "
+            "coalesce(sum(tokens_out), 0), coalesce(sum(cost_usd), 0) "
+            "FROM llm_calls GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+
+    def mark_interrupted_runs(self) -> int:
+        """Runs left 'running' by a process that died; only called by the lock holder."""
+        rows = self.con.execute(
+            "UPDATE runs SET status = 'interrupted' WHERE status = 'running' RETURNING id"
+        ).fetchall()
+        return len(rows)

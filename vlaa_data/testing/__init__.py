@@ -1,0 +1,1 @@
+"""Helpers for tests, demos and benchmarks: a scripted OpenAI-compatible server."""
