@@ -30,3 +30,29 @@ def test_ci_runs_the_readme_test_command() -> None:
     command = [line for line in ci if line and not line.startswith(("#", "set ", "cd "))][-1]
     assert command == "bash scripts/test.sh"
     assert command in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_demo_script_runs_the_pipeline_without_any_key(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    workspace = tmp_path / "demo"
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts/demo.sh"), str(workspace)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "using the scripted local server" in result.stdout
+    status = subprocess.run(
+        ["vlaa-data", "status", "--json", "-w", str(workspace)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    steps = json.loads(status.stdout)["steps"]
+    assert steps["caption"]["done"] == steps["distill"]["done"] == 200

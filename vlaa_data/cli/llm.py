@@ -184,7 +184,7 @@ def _register(step: str) -> None:
 
 
 def _print_report(report) -> None:
-    table = Table(title=f"{report.step} with {report.model} ({report.backend})")
+    table = Table(title=f"{report.step} with {report.model} ({report.backend})", min_width=50)
     table.add_column("outcome")
     table.add_column("samples", justify="right")
     for outcome, count in sorted(report.outcomes.items()):

@@ -102,7 +102,8 @@ def resolve_endpoint(
                 f"unknown model preset {model!r}; use one of {known}, "
                 "or pass --base-url to send a raw model id to an endpoint"
             )
-        preset = Preset(name=model, model=model)
+        # A raw id: whether it takes images is for the endpoint to say.
+        preset = Preset(name=model, model=model, vision=True)
     key_env = preset.api_key_env if api_key_env is None else api_key_env
     key = None
     if key_env:
