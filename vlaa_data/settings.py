@@ -49,7 +49,7 @@ class LlmSettings(_Section):
     max_retries: int = Field(6, ge=0, description="retries of 429/5xx/timeouts per request")
     backoff_s: float = Field(1.0, ge=0, description="first retry waits up to this; doubles")
     max_pixels: int = Field(1_048_576, gt=0, description="images are downscaled to this size")
-    flush_s: float = Field(0.05, gt=0, description="a reply is written within this time")
+    flush_s: float = Field(0.01, gt=0, description="a reply is written within this time")
 
 
 class StepSettings(_Section):

@@ -48,7 +48,7 @@ from vlaa_data.workspace import Workspace
 __all__ = ["LLM_STEPS", "run_llm_step"]
 
 LLM_STEPS = ("caption", "distill")
-_PLAN_CHUNK = 500
+_PLAN_CHUNK = 128
 _PROGRESS_EVERY_S = 0.2
 
 
@@ -181,7 +181,9 @@ def run_llm_step(
     finally:
         report.seconds = time.monotonic() - started
         report.left_pending = report.selected - report.progress.finished
-        ws.store.resume()
+        deadline = time.monotonic() + 60
+        while not ws.store.resume() and time.monotonic() < deadline:
+            time.sleep(0.1)  # a reader has the file for a moment
         ws.store.finish_run(report.run_id, status, report.to_dict())
     return report
 

@@ -39,6 +39,7 @@ class ResultWriter:
         self._task: asyncio.Task[None] | None = None
         self._has_rows = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._warm_up: asyncio.Future[None] | None = None
         self.written = 0
 
     def add(
@@ -55,6 +56,9 @@ class ResultWriter:
         return self._committed
 
     async def start(self) -> None:
+        # Pay first-use costs while the first requests are in flight, not inside the first
+        # flush, where a second of imports would hold every concurrency slot.
+        self._warm_up = asyncio.ensure_future(self.run(self.store.warm_up))
         self._task = asyncio.create_task(self._loop())
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -96,6 +100,8 @@ class ResultWriter:
             task, self._task = self._task, None
             with contextlib.suppress(Exception):
                 await task  # a failed write is retried below; its error surfaces there
+        if self._warm_up is not None:
+            await self._warm_up
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _RESUME_PATIENCE_S
         while not await self._in_db(self.store.resume):

@@ -207,6 +207,13 @@ class Store(LlmQueries):
             self.con.execute("ROLLBACK")
             raise
 
+    def warm_up(self) -> None:
+        """Pay the first-use cost of registering Arrow data (imports of about a second) now."""
+        import pyarrow as pa
+
+        self.con.register("_warm_up", pa.table({"x": [1]}))
+        self.con.unregister("_warm_up")
+
     def _insert(self, table: str, rows: Sequence[dict[str, Any]], conflict: str = "") -> None:
         import pyarrow as pa  # only writers need it; keeps read commands quick to start
 
