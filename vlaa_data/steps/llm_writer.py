@@ -40,7 +40,6 @@ class ResultWriter:
         self._has_rows = asyncio.Event()
         self._stopping = asyncio.Event()
         self._warm_up: asyncio.Future[None] | None = None
-        self.written = 0
 
     def add(
         self, result: dict[str, Any] | None, call: dict[str, Any] | None = None
@@ -86,7 +85,6 @@ class ResultWriter:
             if committed is not None and not committed.done():
                 committed.set_exception(exc)
             raise
-        self.written += len(results)
         if committed is not None and not committed.done():
             committed.set_result(None)
 
