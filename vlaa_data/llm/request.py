@@ -89,9 +89,13 @@ class ChatRequest:
         """``rendered()`` as canonical JSON (sorted keys); computed once per request."""
         return json.dumps(self.rendered(), sort_keys=True, ensure_ascii=False, default=str)
 
+    @cached_property
+    def _key(self) -> str:
+        return hashlib.sha256(self.rendered_json.encode("utf-8")).hexdigest()
+
     def key(self) -> str:
         """The cache key: sha256 of the rendered request (model id, messages, params)."""
-        return hashlib.sha256(self.rendered_json.encode("utf-8")).hexdigest()
+        return self._key
 
 
 def _render_part(part: dict[str, Any]) -> dict[str, Any]:
