@@ -5,6 +5,7 @@
     ├── WorkspaceInUse        another process holds the workspace's writer lock
     ├── SettingsError         vlaa.toml, the environment or a flag holds an invalid value
     ├── SourceError           a collect source cannot be read at all
+    ├── JournalError          replies a killed run journaled cannot be written to the database
     └── QueryError            ``sql`` got a statement that would write, or one that fails
 
 Everything else is a bug and keeps its traceback. ``VLAA_DATA_DEBUG=1`` shows the traceback
@@ -14,6 +15,7 @@ of user-facing errors too.
 from __future__ import annotations
 
 __all__ = [
+    "JournalError",
     "QueryError",
     "SettingsError",
     "SourceError",
@@ -44,4 +46,8 @@ class SourceError(VlaaError):
 
 
 class QueryError(VlaaError):
+    pass
+
+
+class JournalError(VlaaError):
     pass

@@ -10,6 +10,7 @@ from vlaa_data.images import ImageStore
 from vlaa_data.lock import WriterLock, lock_holder
 from vlaa_data.settings import DEFAULT_TOML, Settings, load_settings
 from vlaa_data.store import Store
+from vlaa_data.store.journal import replay_journals
 
 __all__ = ["CONFIG_NAME", "DB_NAME", "Workspace", "init_workspace", "resolve_root"]
 
@@ -50,6 +51,8 @@ class Workspace:
         self.store = store
         self.images = ImageStore(root)
         self._lock = lock
+        # Replies a crashed run had journaled, written to the database when this opened.
+        self.recovered_replies = 0
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, write: bool) -> Workspace:
@@ -63,14 +66,21 @@ class Workspace:
         if not write and not (root / DB_NAME).exists():
             raise WorkspaceNotFound(f"no {DB_NAME} in {root}; run `vlaa-data init {root}`")
         lock = None
+        recovered = 0
         if write:
             lock = WriterLock(root / LOCK_NAME)
             lock.acquire()
         try:
             store = Store(root / DB_NAME, read_only=not write)
             if write:
-                # We hold the lock, so a run still marked running died without finishing.
-                store.mark_interrupted_runs()
+                try:
+                    # We hold the lock, so a run still marked running died without finishing,
+                    store.mark_interrupted_runs()
+                    # and the replies it journaled but never committed are written now.
+                    recovered = replay_journals(root, store)
+                except BaseException:
+                    store.close()
+                    raise
         except WorkspaceInUse:
             if lock:
                 lock.release()
@@ -83,7 +93,9 @@ class Workspace:
             if lock:
                 lock.release()
             raise
-        return cls(root, settings, store, lock)
+        workspace = cls(root, settings, store, lock)
+        workspace.recovered_replies = recovered
+        return workspace
 
     def close(self) -> None:
         self.store.close()

@@ -77,6 +77,12 @@ def exit_on_interrupt() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+def note_recovered(replies: int) -> None:
+    """Tell the user that opening the workspace wrote replies a killed run had journaled."""
+    if replies:
+        err.print(f"recovered {replies} replies that a stopped run had received but not written")
+
+
 def new_table(title: str, *columns: str) -> Table:
     """A table whose columns named with a trailing ``>`` are right-aligned (numbers)."""
     table = Table(title=title)

@@ -17,6 +17,7 @@ from vlaa_data.cli.app import (
     app,
     err,
     exit_on_interrupt,
+    note_recovered,
     out,
     print_json,
     rate,
@@ -107,6 +108,7 @@ def collect(
     )
     src = open_source(source, path, options)
     with exit_on_interrupt(), Workspace.open(workspace, write=True) as ws:
+        note_recovered(ws.recovered_replies)
         if max_pixels is not None:
             ws.settings.collect.max_pixels = max_pixels
         if workers is not None:

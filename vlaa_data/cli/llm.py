@@ -18,7 +18,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from vlaa_data.cli.app import Json, Workspace_, app, err, exit_on_interrupt, out, print_json
+from vlaa_data.cli.app import (
+    Json,
+    Workspace_,
+    app,
+    err,
+    exit_on_interrupt,
+    note_recovered,
+    out,
+    print_json,
+)
 from vlaa_data.errors import VlaaError
 
 _EXAMPLES = {
@@ -165,8 +174,10 @@ def _register(step: str) -> None:
                 cost=f"${p.cost_usd:,.4f}",
             )
 
-        with exit_on_interrupt(), Workspace.open(workspace, write=not dry_run) as ws, progress:
-            report = run_llm_step(ws, step, options, on_progress=show)
+        with exit_on_interrupt(), Workspace.open(workspace, write=not dry_run) as ws:
+            note_recovered(ws.recovered_replies)
+            with progress:
+                report = run_llm_step(ws, step, options, on_progress=show)
         if json_:
             print_json(report.to_dict())
         elif report.estimate is not None:

@@ -188,8 +188,13 @@ class HttpBackend:
             connector = aiohttp.TCPConnector(
                 limit=0, ttl_dns_cache=300, enable_cleanup_closed=_CLEANUP_CLOSED
             )
+            # No cookies: chat endpoints do not use them, and a load balancer's sticky-session
+            # cookie would pin every request of a run to one replica.
             self._session = aiohttp.ClientSession(
-                connector=connector, headers=self._headers, timeout=self._timeout
+                connector=connector,
+                headers=self._headers,
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
             self._session_loop = loop
         return self._session

@@ -42,10 +42,18 @@ class ChatReply:
     tokens_out: int | None
     raw: dict[str, Any] = field(default_factory=dict)  # the response body, for the ledger
     latency_s: float = 0.0
+    raw_json: str | None = None  # the body's text as received, when it came as text
+
+    def response_json(self) -> str:
+        """The response for the ledger: the body as received, else ``raw`` as JSON."""
+        if self.raw_json is not None:
+            return self.raw_json
+        return json.dumps(self.raw, ensure_ascii=False)
 
 
 def parse_completion(body: bytes | str | dict[str, Any]) -> ChatReply:
     """Parse an OpenAI chat-completion body; raise ``CallFailed('unparseable_response')``."""
+    raw_json = None
     if isinstance(body, dict):
         data = body
     else:
@@ -55,6 +63,13 @@ def parse_completion(body: bytes | str | dict[str, Any]) -> ChatReply:
             raise CallFailed(
                 "unparseable_response", f"body is not JSON: {exc}", paid=True, raw=_preview(body)
             ) from None
+        if isinstance(body, str):
+            raw_json = body
+        else:
+            try:
+                raw_json = body.decode("utf-8")
+            except UnicodeDecodeError:  # JSON in UTF-16/32: the ledger re-encodes it
+                raw_json = None
     try:
         choice = data["choices"][0]
         message = choice["message"]
@@ -77,6 +92,7 @@ def parse_completion(body: bytes | str | dict[str, Any]) -> ChatReply:
         tokens_in=_int_or_none(usage.get("prompt_tokens")),
         tokens_out=_int_or_none(usage.get("completion_tokens")),
         raw=data,
+        raw_json=raw_json,
     )
 
 

@@ -42,14 +42,20 @@ from vlaa_data.steps.llm_step import (
     Skip,
 )
 from vlaa_data.steps.llm_writer import ResultWriter
+from vlaa_data.store.journal import Journal
 from vlaa_data.store.llm import ReadySample
 from vlaa_data.workspace import Workspace
 
 __all__ = ["LLM_STEPS", "run_llm_step"]
 
 LLM_STEPS = ("caption", "distill")
-_PLAN_CHUNK = 128
+_PLAN_CHUNK = 128  # samples planned and looked up in the cache at a time
+_PLAN_SLICE = 32  # samples planned between two turns of the event loop
+_FIRST_CHUNK = 8  # the first chunks are smaller, so the first requests leave at once
+_ESTIMATE_CHUNK = 2000  # a dry run plans in larger chunks: nothing waits on it
 _PROGRESS_EVERY_S = 0.2
+# Uncommitted replies allowed before requests wait for the database (at least the concurrency).
+_MIN_BACKLOG = 64
 
 
 def _build_step(name: str, ws: Workspace, prompt: str | None) -> LlmStep:
@@ -159,6 +165,7 @@ def run_llm_step(
         run_id=None,
         selected=len(samples),
         budget_usd=plan.budget_usd,
+        recovered=ws.recovered_replies,
     )
     report.progress.total = len(samples)
     started = time.monotonic()
@@ -207,9 +214,15 @@ def _run_settings(plan: _Plan, options: LlmOptions) -> dict[str, Any]:
     }
 
 
-def _chunks(items: Sequence[ReadySample], size: int) -> Iterator[Sequence[ReadySample]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _chunks(
+    items: Sequence[ReadySample], size: int, first: int | None = None
+) -> Iterator[Sequence[ReadySample]]:
+    """Slices of ``items``: ``size`` long, or from ``first`` doubling up to ``size``."""
+    start, step = 0, first or size
+    while start < len(items):
+        yield items[start : start + step]
+        start += step
+        step = min(2 * step, size)
 
 
 def _estimate(
@@ -220,7 +233,7 @@ def _estimate(
     max_out = int(plan.params.get("max_tokens") or preset.typical_output_tokens)
     seen = ws.store.mean_output_tokens(plan.step.name, preset.model)
     expected_out = min(max_out, int(seen or preset.typical_output_tokens))
-    for chunk in _chunks(samples, _PLAN_CHUNK):
+    for chunk in _chunks(samples, _ESTIMATE_CHUNK):
         planned = [plan.step.plan(s, preset, plan.params, plan.max_pixels) for s in chunk]
         requests = [p for p in planned if isinstance(p, ChatRequest)]
         estimate.skipped += len(planned) - len(requests)
@@ -257,7 +270,13 @@ class _Run:
         self.report = report
         self.progress = report.progress
         self.on_progress = on_progress
-        self.writer = ResultWriter(ws.store, flush_s=plan.flush_s)
+        assert report.run_id is not None
+        self.writer = ResultWriter(
+            ws.store,
+            flush_s=plan.flush_s,
+            journal=Journal(ws.root, report.run_id),
+            max_backlog=max(plan.concurrency, _MIN_BACKLOG),
+        )
         self.in_flight_usd = 0.0
         self._max_out = int(plan.params.get("max_tokens") or plan.preset.typical_output_tokens)
         self._expected_out = float(plan.preset.typical_output_tokens)
@@ -269,11 +288,12 @@ class _Run:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, main.cancel)  # type: ignore[union-attr]
-        seen = await asyncio.to_thread(
-            self.ws.store.mean_output_tokens, self.plan.step.name, self.plan.preset.model
-        )
-        if seen:
-            self._expected_out = seen
+        if self.plan.budget_usd is not None:  # cost estimates only serve the budget
+            seen = await asyncio.to_thread(
+                self.ws.store.mean_output_tokens, self.plan.step.name, self.plan.preset.model
+            )
+            if seen:
+                self._expected_out = seen
         backend = make_backend(self.plan.backend, on_retry=self._count_retry)
         await self.writer.start()
         ticker = asyncio.create_task(self._tick())
@@ -302,35 +322,69 @@ class _Run:
     async def _dispatch(
         self, samples: Sequence[ReadySample], backend: Backend, tasks: set[asyncio.Task[None]]
     ) -> None:
-        plan, step = self.plan, self.plan.step
-        gate = asyncio.Semaphore(plan.concurrency)
-        for chunk in _chunks(samples, _PLAN_CHUNK):
-            planned = [(s, step.plan(s, plan.preset, plan.params, plan.max_pixels)) for s in chunk]
-            keys = {s.id: p.key() for s, p in planned if isinstance(p, ChatRequest)}
-            cached = {}
-            if keys and not self.options.no_cache:
-                cached = await self.writer.run(self.ws.store.cached_calls, list(keys.values()))
-            for sample, item in planned:
-                if isinstance(item, Skip):
-                    self._record(sample, Outcome("done", item.output), method=item.method)
-                    self.progress.skipped += 1
-                    continue
-                key = keys[sample.id]
-                hit = cached.get(key)
-                if hit is not None:
-                    self._replay(sample, key, hit.response)
-                    continue
-                cost = self._estimate_cost(item)
+        """Send planned requests, at most ``concurrency`` at a time, while the budget allows."""
+        lookahead = max(2 * self.plan.concurrency, _PLAN_CHUNK)
+        queue: asyncio.Queue[tuple[ReadySample, ChatRequest, str] | None]
+        queue = asyncio.Queue(maxsize=lookahead)
+        planner = asyncio.create_task(self._plan_ahead(samples, queue))
+        gate = asyncio.Semaphore(self.plan.concurrency)
+        try:
+            while (item := await queue.get()) is not None:
+                sample, request, key = item
+                cost = self._estimate_cost(request)
                 if not await self._fits_budget(cost):
                     self.report.stopped = "budget"
                     return
                 await gate.acquire()
                 self.in_flight_usd += cost
                 self.progress.in_flight += 1
-                task = asyncio.create_task(self._send(backend, sample, item, key, cost))
+                task = asyncio.create_task(self._send(backend, sample, request, key, cost))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 task.add_done_callback(lambda _t: gate.release())
+            await planner  # raises what stopped the planner, if anything did
+        finally:
+            planner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await planner
+
+    async def _plan_ahead(
+        self,
+        samples: Sequence[ReadySample],
+        queue: asyncio.Queue[tuple[ReadySample, ChatRequest, str] | None],
+    ) -> None:
+        """Plan requests ahead of the senders, while replies are awaited, so that a freed
+        slot is refilled at once. Skips and cached replies are recorded here and never take
+        a slot. Ends the queue with ``None``."""
+        plan, step = self.plan, self.plan.step
+        try:
+            for chunk in _chunks(samples, _PLAN_CHUNK, first=_FIRST_CHUNK):
+                planned: list[tuple[ReadySample, ChatRequest | Skip]] = []
+                for part in _chunks(chunk, _PLAN_SLICE):
+                    planned += [
+                        (s, step.plan(s, plan.preset, plan.params, plan.max_pixels)) for s in part
+                    ]
+                    # Planning holds the loop: a slice at a time lets replies in between.
+                    await asyncio.sleep(0)
+                keys = {s.id: p.key() for s, p in planned if isinstance(p, ChatRequest)}
+                cached = {}
+                if keys and not self.options.no_cache:
+                    cached = await self.writer.run(self.ws.store.cached_calls, list(keys.values()))
+                for sample, item in planned:
+                    if isinstance(item, Skip):
+                        self._record(sample, Outcome("done", item.output), method=item.method)
+                        self.progress.skipped += 1
+                        continue
+                    key = keys[sample.id]
+                    hit = cached.get(key)
+                    if hit is not None:
+                        self._replay(sample, key, hit.response)
+                        continue
+                    await queue.put((sample, item, key))
+        except Exception:
+            await queue.put(None)  # wake the dispatcher, which re-raises by awaiting us
+            raise
+        await queue.put(None)
 
     async def _fits_budget(self, next_cost: float) -> bool:
         """Whether one more request fits; waits for replies in flight when they decide it."""
@@ -345,8 +399,9 @@ class _Run:
         return True
 
     def _estimate_cost(self, request: ChatRequest) -> float:
+        """What a request in flight may cost, for the budget (unused without one)."""
         preset = self.plan.preset
-        if not (preset.price_input or preset.price_output):
+        if self.plan.budget_usd is None or not (preset.price_input or preset.price_output):
             return 0.0
         out = min(self._max_out, self._expected_out)
         return preset.cost(estimate_input_tokens(request), int(out))
@@ -386,9 +441,10 @@ class _Run:
             self.progress.in_flight -= 1
             self._reply_arrived.set()
         self.progress.requests += 1
-        # Hold the concurrency slot until the reply is committed: a kill -9 then loses at
-        # most `concurrency` requests, in flight or answered.
-        await self._record(sample, outcome, method="request", key=key, call=call)
+        # Journaled before the slot goes: from here on a kill -9 loses nothing, so only the
+        # requests still in flight are ever sent twice. The commit follows in batches.
+        self._record(sample, outcome, method="request", key=key, call=call, journal=True)
+        await self.writer.room()
 
     def _account(self, reply: ChatReply) -> None:
         progress = self.progress
@@ -413,8 +469,10 @@ class _Run:
         method: str,
         key: str | None = None,
         call: dict[str, Any] | None = None,
+        journal: bool = False,
     ) -> asyncio.Future[None]:
-        """Buffer the result (and ledger row); the future resolves once both are committed."""
+        """Buffer the result (and ledger row), journaling them first if asked; the future
+        resolves once both are committed."""
         self._count(outcome)
         self.progress.finished += 1
         label = outcome.status if outcome.status == "done" else f"{outcome.status}:{outcome.reason}"
@@ -437,7 +495,7 @@ class _Run:
             "run_id": self.report.run_id,
             "parent_id": sample.parent_id,
         }
-        return self.writer.add(result, call)
+        return self.writer.add(result, call, journal=journal)
 
     def _ledger_row(
         self,
@@ -449,7 +507,12 @@ class _Run:
         error: CallFailed | None = None,
     ) -> dict[str, Any]:
         preset = self.plan.preset
-        raw: Any = reply.raw if reply is not None else (error.raw if error else None)
+        if reply is not None:
+            response = reply.response_json()
+        elif error is not None and error.raw is not None:
+            response = json.dumps(error.raw, ensure_ascii=False)
+        else:
+            response = None
         return {
             "id": uuid.uuid4().hex,
             "key": key,
@@ -460,7 +523,7 @@ class _Run:
             "model": preset.model,
             "preset": preset.name,
             "request": request.rendered_json,
-            "response": None if raw is None else json.dumps(raw, ensure_ascii=False),
+            "response": response,
             "status": "ok" if reply is not None else "unparseable",
             "error": error.detail if error else None,
             "finish_reason": reply.finish_reason if reply else None,

@@ -143,6 +143,7 @@ class LlmReport:
     left_pending: int = 0
     budget_usd: float | None = None
     estimate: Estimate | None = None
+    recovered: int = 0  # replies a killed run had journaled, written when this one opened
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -160,6 +161,7 @@ class LlmReport:
             "seconds": round(self.seconds, 3),
             "stopped": self.stopped,
             "left_pending": self.left_pending,
+            "recovered": self.recovered,
         }
         if self.estimate is not None:
             data["dry_run"] = self.estimate.to_dict()

@@ -49,6 +49,7 @@ class Store(LlmQueries):
         if not read_only:
             self.migrate()
         self._next_result_id: int | None = None
+        self._types: dict[str, dict[str, str]] = {}
 
     def _connect(self, wait: float = _LOCK_RETRY_SECONDS) -> duckdb.DuckDBPyConnection:
         # A reader cannot open the file while a writer process has it. A reader leaves a
@@ -207,13 +208,6 @@ class Store(LlmQueries):
             self.con.execute("ROLLBACK")
             raise
 
-    def warm_up(self) -> None:
-        """Pay the first-use cost of registering Arrow data (imports of about a second) now."""
-        import pyarrow as pa
-
-        self.con.register("_warm_up", pa.table({"x": [1]}))
-        self.con.unregister("_warm_up")
-
     def _insert(self, table: str, rows: Sequence[dict[str, Any]], conflict: str = "") -> None:
         import pyarrow as pa  # only writers need it; keeps read commands quick to start
 
@@ -227,6 +221,35 @@ class Store(LlmQueries):
             )
         finally:
             self.con.unregister("_batch")
+
+    def _insert_few(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert a small batch by binding each column as a typed list.
+
+        As fast as Arrow for the tens of rows an LLM step writes at a time, and it needs
+        neither pyarrow nor the pandas import DuckDB's ``register`` brings (about a second,
+        holding the GIL while requests are in flight). Arrow wins above a few hundred rows.
+        """
+        types = self._column_types(table)
+        columns = list(rows[0])
+        names = ", ".join(f'"{c}"' for c in columns)
+        values = ", ".join(f"unnest(${i}::{types[c]}[])" for i, c in enumerate(columns, 1))
+        self.con.execute(
+            f"INSERT INTO {table} ({names}) SELECT {values}",
+            [[row[c] for row in rows] for c in columns],
+        )
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        types = self._types.get(table)
+        if types is None:
+            types = dict(
+                self.con.execute(
+                    "SELECT column_name, data_type FROM duckdb_columns() "
+                    "WHERE schema_name = 'main' AND table_name = ?",
+                    [table],
+                ).fetchall()
+            )
+            self._types[table] = types
+        return types
 
     def _delete_rejects_for(self, samples: Sequence[dict[str, Any]]) -> None:
         # A row rejected earlier and collected now (its image was fixed, say) is no longer a

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import duckdb
 
-__all__ = ["CachedCall", "LlmQueries", "ReadySample"]
+from vlaa_data.store.journal import JournalEntry
+
+__all__ = ["CachedCall", "LlmQueries", "ReadySample", "ReadySamples"]
 
 _CACHE_CHUNK = 2000
 
@@ -35,6 +37,48 @@ class ReadySample:
     attempts: int
 
 
+class ReadySamples(Sequence[ReadySample]):
+    """The selected rows, built into ``ReadySample``s as they are read, so that a run sends
+    its first requests without waiting for all of them to be built."""
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> ReadySample: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ReadySample]: ...
+
+    def __getitem__(self, index: int | slice) -> ReadySample | list[ReadySample]:
+        if isinstance(index, slice):
+            return [_ready_sample(row) for row in self._rows[index]]
+        return _ready_sample(self._rows[index])
+
+
+def _ready_sample(r: tuple[Any, ...]) -> ReadySample:
+    return ReadySample(
+        id=r[0],
+        source=r[1],
+        question=r[2],
+        answer=r[3],
+        reward_type=r[4],
+        context=json.loads(r[5]) if r[5] else {},
+        image_sha=r[6],
+        image_path=r[7],
+        width=r[8],
+        height=r[9],
+        parent_id=r[10],
+        parent_output=json.loads(r[11]) if r[11] else None,
+        current_status=r[12],
+        current_key=r[13],
+        attempts=r[14],
+    )
+
+
 @dataclass(frozen=True)
 class CachedCall:
     key: str
@@ -58,7 +102,7 @@ class LlmQueries:
         redo: bool = False,
         retry_truncated: bool = False,
         limit: int | None = None,
-    ) -> list[ReadySample]:
+    ) -> ReadySamples:
         """Samples whose upstream step is done and whose ``step`` is pending, stale or failed.
 
         ``redo`` takes every ready sample; truncated results are taken again only with
@@ -96,46 +140,20 @@ class LlmQueries:
         """
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        rows = self.con.execute(sql, params).fetchall()
-        return [
-            ReadySample(
-                id=r[0],
-                source=r[1],
-                question=r[2],
-                answer=r[3],
-                reward_type=r[4],
-                context=json.loads(r[5]) if r[5] else {},
-                image_sha=r[6],
-                image_path=r[7],
-                width=r[8],
-                height=r[9],
-                parent_id=r[10],
-                parent_output=json.loads(r[11]) if r[11] else None,
-                current_status=r[12],
-                current_key=r[13],
-                attempts=r[14],
-            )
-            for r in rows
-        ]
+        return ReadySamples(self.con.execute(sql, params).fetchall())
 
     def cached_calls(self, keys: Iterable[str]) -> dict[str, CachedCall]:
         """The latest usable reply for each key that has one."""
-        import pyarrow as pa
-
         wanted = list(dict.fromkeys(keys))
         found: dict[str, CachedCall] = {}
         for start in range(0, len(wanted), _CACHE_CHUNK):
-            chunk = pa.table({"key": wanted[start : start + _CACHE_CHUNK]})
-            self.con.register("_keys", chunk)
-            try:
-                rows = self.con.execute(
-                    "SELECT c.key, c.response, c.tokens_in, c.tokens_out, c.cost_usd "
-                    "FROM llm_calls c SEMI JOIN _keys k ON c.key = k.key "
-                    "WHERE c.status = 'ok' "
-                    "QUALIFY row_number() OVER (PARTITION BY c.key ORDER BY c.created_at DESC) = 1"
-                ).fetchall()
-            finally:
-                self.con.unregister("_keys")
+            rows = self.con.execute(
+                "SELECT c.key, c.response, c.tokens_in, c.tokens_out, c.cost_usd "
+                "FROM llm_calls c "
+                "WHERE c.key IN (SELECT unnest($1::VARCHAR[])) AND c.status = 'ok' "
+                "QUALIFY row_number() OVER (PARTITION BY c.key ORDER BY c.created_at DESC) = 1",
+                [wanted[start : start + _CACHE_CHUNK]],
+            ).fetchall()
             for key, response, tokens_in, tokens_out, cost in rows:
                 found[key] = CachedCall(key, json.loads(response), tokens_in, tokens_out, cost)
         return found
@@ -147,17 +165,49 @@ class LlmQueries:
         self.con.execute("BEGIN TRANSACTION")
         try:
             if calls:
-                self._insert("llm_calls", calls)  # type: ignore[attr-defined]
+                self._insert_few("llm_calls", calls)  # type: ignore[attr-defined]
             if results:
-                self._insert("results", results)  # type: ignore[attr-defined]
+                self._insert_few("results", results)  # type: ignore[attr-defined]
             self.con.execute("COMMIT")
         except Exception:
             self.con.execute("ROLLBACK")
             raise
 
+    def write_recovered(self, entries: Sequence[JournalEntry]) -> int:
+        """Write the journaled replies that never reached the database; returns how many.
+
+        A reply is identified by its result's (run, step, sample): a run records each sample
+        once, and a result and its ledger row are always committed together.
+        """
+        if not entries:
+            return 0
+        present = set(
+            self.con.execute(
+                "SELECT run_id, step, sample_id FROM results "
+                "WHERE (run_id, step, sample_id) IN (SELECT unnest($1::VARCHAR[]), "
+                "unnest($2::VARCHAR[]), unnest($3::VARCHAR[]))",
+                [
+                    [e.result["run_id"] for e in entries],
+                    [e.result["step"] for e in entries],
+                    [e.result["sample_id"] for e in entries],
+                ],
+            ).fetchall()
+        )
+        missing = [
+            e
+            for e in entries
+            if (e.result["run_id"], e.result["step"], e.result["sample_id"]) not in present
+        ]
+        if not missing:
+            return 0
+        ids = self.allocate_result_ids(len(missing))  # type: ignore[attr-defined]
+        results = [{**e.result, "id": result_id} for e, result_id in zip(missing, ids, strict=True)]
+        calls = [e.call for e in missing if e.call is not None]
+        self.write_llm_batch(results=results, calls=calls)
+        return len(missing)
+
     def mean_output_tokens(self, step: str, model: str) -> float | None:
         """Average reply length seen so far for this step and model (for estimates)."""
-        # fetchall, not fetchone: an unfinished result blocks register() on this connection
         rows = self.con.execute(
             "SELECT avg(tokens_out) FROM llm_calls "
             "WHERE step = ? AND model = ? AND status = 'ok' AND tokens_out IS NOT NULL",
