@@ -311,10 +311,12 @@ class _Run:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            # Connections close while the last rows are written.
+            closing = asyncio.ensure_future(backend.aclose())
             try:
                 await self.writer.close()
             finally:
-                await backend.aclose()
+                await closing
                 self._emit()
                 with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(signal.SIGTERM)

@@ -108,14 +108,13 @@ class LlmQueries:
         ``redo`` takes every ready sample; truncated results are taken again only with
         ``retry_truncated`` (their reply is cached, so this pays only when the budget changed).
         """
-        params: list[Any] = [step, step]
+        # The recursive view once for both steps, not once per join.
+        params: list[Any] = [step, parent_step or step, step, step]
         parent_join = "LEFT JOIN (SELECT NULL::BIGINT AS id, NULL::JSON AS output) p ON true"
         where = ["true"]
         if parent_step is not None:
-            parent_join = (
-                "JOIN current_results p ON p.sample_id = s.id AND p.step = ? AND p.status = 'done'"
-            )
-            params.insert(0, parent_step)
+            parent_join = "JOIN cur p ON p.sample_id = s.id AND p.step = ? AND p.status = 'done'"
+            params.insert(2, parent_step)
         if not redo:
             statuses = ["failed", "truncated"] if retry_truncated else ["failed"]
             where.append(f"(c.id IS NULL OR c.status IN ({', '.join('?' * len(statuses))}))")
@@ -124,13 +123,14 @@ class LlmQueries:
             where.append(f"s.source IN ({', '.join('?' * len(sources))})")
             params.extend(sources)
         sql = f"""
+            WITH cur AS MATERIALIZED (SELECT * FROM current_results WHERE step IN (?, ?))
             SELECT s.id, s.source, s.question, s.answer, s.reward_type, s.context,
                    s.image_sha, i.path, i.width, i.height, p.id, p.output,
                    c.status, c.prompt_hash, coalesce(a.attempts, 0)
             FROM samples s
             JOIN images i ON i.sha = s.image_sha
             {parent_join}
-            LEFT JOIN current_results c ON c.sample_id = s.id AND c.step = ?
+            LEFT JOIN cur c ON c.sample_id = s.id AND c.step = ?
             LEFT JOIN (
                 SELECT sample_id, max(attempt) AS attempts FROM results WHERE step = ?
                 GROUP BY sample_id
