@@ -1,0 +1,1 @@
+"""The verifiers and GRPO rewards."""
