@@ -1,0 +1,151 @@
+"""Math-Verify behind a deadline that always holds: checks run in worker processes, and a
+worker that overruns is killed and replaced.
+
+Math-Verify's own timeouts use ``signal.alarm``: they work only in the main thread, and some
+inputs hang in C code where no signal lands. So they are off here (``parsing_timeout=None``,
+``timeout_seconds=None``) and the parent enforces ``deadline_s`` per check instead. Workers
+are started once and reused; a replacement's start-up (imports of sympy) does not count
+against anyone's deadline.
+
+``verify(gold, pred)`` is called gold first, as Math-Verify requires (it is asymmetric).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+__all__ = ["MathCheck", "MathVerifier"]
+
+_START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class MathCheck:
+    """``equal`` is None when undecided; ``reason`` then says why."""
+
+    equal: bool | None
+    reason: str | None = None  # gold_unparseable | pred_unparseable | timeout | error
+
+
+def _serve(conn: Connection) -> None:
+    import logging
+
+    from math_verify import parse, verify
+
+    # Each call would warn that its own timeouts are off: we know, the parent keeps time.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    conn.send("ready")
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        gold_text, pred_text = job
+        try:
+            gold = parse(gold_text, parsing_timeout=None)
+            if not gold:
+                conn.send((None, "gold_unparseable"))
+                continue
+            pred = parse(pred_text, parsing_timeout=None)
+            if not pred:
+                conn.send((False, "pred_unparseable"))
+                continue
+            conn.send((bool(verify(gold, pred, timeout_seconds=None)), None))
+        except Exception as exc:  # a bug of the parser on a strange input: undecided
+            conn.send((None, f"error: {type(exc).__name__}"))
+
+
+class _Worker:
+    def __init__(self, context: Any) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.job: int | None = None
+        self.started = 0.0
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+class MathVerifier:
+    """A pool of ``workers`` processes checking ``(gold, pred)`` pairs with Math-Verify."""
+
+    def __init__(self, *, workers: int = 1, deadline_s: float = 2.0) -> None:
+        if workers < 1 or deadline_s <= 0:
+            raise ValueError("workers must be >= 1 and deadline_s > 0")
+        self.deadline_s = deadline_s
+        self._context = multiprocessing.get_context("forkserver")
+        self._size = workers
+        self._workers: list[_Worker] = []
+
+    def check(self, gold: str, pred: str) -> MathCheck:
+        return self.check_many([(gold, pred)])[0]
+
+    def check_many(self, pairs: Sequence[tuple[str, str]]) -> list[MathCheck]:
+        """Check every pair; each costs at most ``deadline_s`` of a worker's time."""
+        results: list[MathCheck | None] = [None] * len(pairs)
+        pending = deque(range(len(pairs)))
+        while len(self._workers) < min(self._size, max(len(pairs), 1)):
+            self._workers.append(_Worker(self._context))
+        while pending or any(w.job is not None for w in self._workers):
+            for worker in self._workers:
+                if worker.ready and worker.job is None and pending:
+                    worker.job = pending.popleft()
+                    worker.started = time.monotonic()
+                    worker.conn.send(pairs[worker.job])
+            busy = [w for w in self._workers if w.job is not None]
+            waiting = [w for w in self._workers if not w.ready]
+            now = time.monotonic()
+            timeout = min((w.started + self.deadline_s - now for w in busy), default=1.0)
+            if waiting and not busy:
+                timeout = _START_TIMEOUT_S
+            for conn in wait([w.conn for w in busy + waiting], max(timeout, 0.0)):
+                worker = next(w for w in self._workers if w.conn is conn)
+                try:
+                    message = conn.recv()
+                except EOFError:  # the worker died: its job is undecided
+                    if not worker.ready:
+                        raise RuntimeError("a Math-Verify worker died while starting") from None
+                    self._replace(worker, results, "error: worker died")
+                    continue
+                if message == "ready":
+                    worker.ready = True
+                elif worker.job is not None:
+                    equal, reason = message
+                    results[worker.job] = MathCheck(equal, reason)
+                    worker.job = None
+            now = time.monotonic()
+            for worker in list(self._workers):
+                if worker.job is not None and now - worker.started > self.deadline_s:
+                    self._replace(worker, results, "timeout")
+        return [r if r is not None else MathCheck(None, "error") for r in results]
+
+    def close(self) -> None:
+        for worker in self._workers:
+            if worker.process.is_alive():
+                worker.kill()
+        self._workers.clear()
+
+    def __enter__(self) -> MathVerifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _replace(self, worker: _Worker, results: list[MathCheck | None], reason: str) -> None:
+        if worker.job is not None:
+            results[worker.job] = MathCheck(None, reason)
+        worker.kill()
+        self._workers[self._workers.index(worker)] = _Worker(self._context)
