@@ -194,5 +194,4 @@ def _last_boxed(text: str) -> str | None:
 def _strip_markup(text: str) -> str:
     text = text.strip()
     text = re.sub(r"^(?:\*\*|__)(.*?)(?:\*\*|__)$", r"\1", text).strip()
-    text = re.sub(r"^\$+(.*?)\$+$", r"\1", text).strip()  # $x$ / $$x$$
     return text.rstrip(".。").strip()
