@@ -23,9 +23,9 @@ from vlaa_data.rewards.extract import (
     read_number,
     split_completion,
 )
-from vlaa_data.rewards.math_pool import MathVerifier
+from vlaa_data.rewards.math_pool import MathCheck, MathVerifier
 
-__all__ = ["SCORERS", "MixedReward", "Scorer", "iou", "score"]
+__all__ = ["SCORERS", "MixedReward", "Scorer", "iou", "math_reward", "score"]
 
 Box = tuple[float, float, float, float]
 
@@ -96,6 +96,11 @@ def _comparable(a: Box, b: Box, size: tuple[int, int] | None) -> tuple[Box, Box]
     return (a if a_unit else unit(a)), (b if b_unit else unit(b))
 
 
+def math_reward(check: MathCheck) -> float | None:
+    """A Math-Verify check as a reward: None only for an unreadable gold; undecided is 0."""
+    return None if check.reason == "gold_unparseable" else float(bool(check.equal))
+
+
 SCORERS: dict[str, Scorer] = {"digit": digit, "choice": choice, "iou": iou_reward}
 
 
@@ -116,8 +121,7 @@ def score(
             raise ValueError("math rewards need a MathVerifier")
         if answer is None:
             return 0.0
-        check = math.check(gold, answer)
-        return None if check.reason == "gold_unparseable" else float(bool(check.equal))
+        return math_reward(math.check(gold, answer))
     scorer = open_scorer if reward_type == "open" else SCORERS.get(reward_type)
     if scorer is None:
         if reward_type == "open":
@@ -168,7 +172,7 @@ class MixedReward:
             )
         checks = self.math.check_many([(str(golds[i]), answer) for i, answer in math_rows])
         for (i, _), check in zip(math_rows, checks, strict=True):
-            rewards[i] = None if check.reason == "gold_unparseable" else float(bool(check.equal))
+            rewards[i] = math_reward(check)
         return rewards
 
     def close(self) -> None:

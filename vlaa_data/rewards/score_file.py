@@ -19,7 +19,7 @@ from typing import Any
 from vlaa_data.answers import REWARD_TYPES
 from vlaa_data.rewards.extract import final_answer, split_completion
 from vlaa_data.rewards.math_pool import MathVerifier
-from vlaa_data.rewards.registry import SCORERS, Scorer
+from vlaa_data.rewards.registry import SCORERS, Scorer, math_reward
 
 __all__ = ["RewardSummary", "TypeSummary", "score_file"]
 
@@ -143,11 +143,9 @@ def _score_batch(
             _set(row, entry, None, note)
     checks = math.check_many([(gold, answer) for _, gold, answer in math_rows])
     for (row, _, _), check in zip(math_rows, checks, strict=True):
-        entry = summary.by_type["math"]
-        if check.reason == "gold_unparseable":
-            _set(row, entry, None, "gold unreadable")
-        else:
-            _set(row, entry, float(bool(check.equal)), check.reason)
+        reward = math_reward(check)
+        note = "gold unreadable" if reward is None else check.reason
+        _set(row, summary.by_type["math"], reward, note)
     return rows
 
 
