@@ -24,8 +24,10 @@ __all__ = [
     "DEFAULT_TOML",
     "CollectSettings",
     "LlmSettings",
+    "RewriteSettings",
     "Settings",
     "StepSettings",
+    "VerifySettings",
     "load_settings",
 ]
 
@@ -61,11 +63,23 @@ class StepSettings(_Section):
     budget_usd: float | None = Field(None, gt=0, description="stop sending past this spend")
 
 
+class RewriteSettings(StepSettings):
+    max_word_diff: int = Field(15, ge=0, description="reject rewrites changing more words")
+
+
+class VerifySettings(StepSettings):
+    iou_threshold: float = Field(0.5, gt=0, le=1, description="IoU a box needs to be correct")
+    math_deadline_s: float = Field(2.0, gt=0, description="seconds one math check may take")
+    math_workers: int = Field(0, ge=0, description="math check processes (0 = one per core)")
+
+
 class Settings(_Section):
     collect: CollectSettings = Field(default_factory=CollectSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     caption: StepSettings = Field(default_factory=lambda: StepSettings(model="gpt-4o"))
     distill: StepSettings = Field(default_factory=lambda: StepSettings(model="deepseek-r1"))
+    rewrite: RewriteSettings = Field(default_factory=lambda: RewriteSettings(model="gpt-3.5-turbo"))
+    verify: VerifySettings = Field(default_factory=lambda: VerifySettings(model="gpt-3.5-turbo"))
     # [presets.NAME] tables: validated by vlaa_data.llm.presets when a step resolves a model
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -104,6 +118,21 @@ model = "gpt-4o"
 model = "deepseek-r1"
 # max_tokens = 32768
 # budget_usd = 50
+
+[rewrite]
+# The paper's choice; texts that never mention a caption or description need no call.
+model = "gpt-3.5-turbo"
+# A rewrite that changes more words than this is rejected.
+max_word_diff = 15
+
+[verify]
+# The judge, asked only where rules cannot decide (open-ended answers, unreadable golds).
+model = "gpt-3.5-turbo"
+# A predicted box is correct at this IoU with the ground truth or above.
+iou_threshold = 0.5
+# Seconds one Math-Verify check may take, and its processes (0 = one per core).
+math_deadline_s = 2.0
+math_workers = 0
 
 # Add or override model presets, e.g. a self-hosted R1 behind vLLM:
 # [presets.my-r1]

@@ -8,7 +8,13 @@ from __future__ import annotations
 import os
 import sys
 
-from vlaa_data.cli import collect, llm, reward, workspace  # noqa: F401  (registers the commands)
+from vlaa_data.cli import (  # noqa: F401  (registers the commands)
+    collect,
+    llm,
+    reward,
+    verify,
+    workspace,
+)
 from vlaa_data.cli.app import INTERRUPTED, app, err
 from vlaa_data.errors import VlaaError
 

@@ -1,11 +1,14 @@
-"""``vlaa-data caption`` and ``vlaa-data distill``: the LLM steps, one set of options."""
+"""``vlaa-data caption``, ``distill`` and ``rewrite``: the LLM steps, one set of options."""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import (
@@ -29,6 +32,7 @@ from vlaa_data.cli.app import (
     print_json,
 )
 from vlaa_data.errors import VlaaError
+from vlaa_data.steps.llm_step import LlmOptions
 
 _EXAMPLES = {
     "caption": "Describe each image in detail with a vision model (step 2) (default: gpt-4o).\n\n"
@@ -42,6 +46,13 @@ _EXAMPLES = {
     "inline <think>...</think> or a lone </think>.\n\n"
     "Example: DEEPSEEK_API_KEY=... vlaa-data distill --model deepseek-r1 --budget-usd 20\n\n"
     "Example: vlaa-data distill --model local-r1 --base-url http://gpu:8000/v1",
+    "rewrite": "Make minimal edits so the distilled text speaks of the image, not of a caption "
+    "(step 4) (default: gpt-3.5-turbo).\n\n"
+    "A text that never mentions a caption, description, rationale or given text is recorded "
+    "done (method unchanged) without a call. A rewrite that changes more than --max-word-diff "
+    "words, or loses line breaks, is rejected with the number.\n\n"
+    "Example: OPENAI_API_KEY=... vlaa-data rewrite\n\n"
+    "Example: vlaa-data rewrite --model gpt-4o-mini --max-word-diff 10",
 }
 
 
@@ -62,139 +73,209 @@ def _progress_bar(step: str, disabled: bool) -> tuple[Progress, TaskID]:
     return progress, task
 
 
-def _register(step: str) -> None:
-    @app.command(name=step, help=_EXAMPLES[step])
-    def command(
-        model: Annotated[
-            str | None,
-            typer.Option("--model", "-m", help="A preset (see `vlaa-data presets`) or a model id."),
-        ] = None,
-        base_url: Annotated[
-            str | None, typer.Option(help="The endpoint, overriding the preset's.")
-        ] = None,
-        api_key_env: Annotated[
-            str | None, typer.Option(help="Read the API key from this variable.")
-        ] = None,
-        backend: Annotated[
-            str,
-            typer.Option(
-                help="openai (any OpenAI-compatible HTTP endpoint), "
-                "transformers or vllm (an in-process model: --model is a path or Hub id)."
-            ),
-        ] = "openai",
-        concurrency: Annotated[
-            int | None, typer.Option(min=1, help="Requests in flight (default: 64).")
-        ] = None,
-        rpm: Annotated[float | None, typer.Option(min=0.001, help="Requests per minute.")] = None,
-        tpm: Annotated[float | None, typer.Option(min=1, help="Tokens per minute.")] = None,
-        timeout: Annotated[
-            float | None, typer.Option(min=0.001, help="Seconds per attempt (default: 600).")
-        ] = None,
-        max_retries: Annotated[
-            int | None, typer.Option(min=0, help="Retries on 429/5xx/timeouts (default: 6).")
-        ] = None,
-        max_tokens: Annotated[
-            int | None,
-            typer.Option(min=1, help="Reply budget; a reply cut there is recorded truncated."),
-        ] = None,
-        max_pixels: Annotated[
-            int | None, typer.Option(min=1, help="Downscale images to this many pixels.")
-        ] = None,
-        batch_size: Annotated[
-            int | None, typer.Option(min=1, help="Batch size of an in-process backend.")
-        ] = None,
-        prompt: Annotated[
-            Path | None, typer.Option(help="A prompt file replacing the built-in one.")
-        ] = None,
-        limit: Annotated[int | None, typer.Option(min=1, help="Work on at most N samples.")] = None,
-        source: Annotated[
-            list[str] | None, typer.Option(help="Only samples of this source. Repeatable.")
-        ] = None,
-        redo: Annotated[
-            bool, typer.Option("--redo", help="Redo samples already done (cache still applies).")
-        ] = False,
-        retry_truncated: Annotated[
-            bool,
-            typer.Option(
-                "--retry-truncated", help="Also retry truncated samples (raise --max-tokens)."
-            ),
-        ] = False,
-        no_cache: Annotated[
-            bool, typer.Option("--no-cache", help="Send even when a reply is cached.")
-        ] = False,
-        dry_run: Annotated[
-            bool,
-            typer.Option("--dry-run", help="Render prompts and estimate cost; send nothing."),
-        ] = False,
-        budget_usd: Annotated[
-            float | None,
-            typer.Option(min=0.0, help="Stop sending before spending more than this (USD)."),
-        ] = None,
-        json_: Json = False,
-        workspace: Workspace_ = None,
-    ) -> None:
-        from vlaa_data.steps.llm_runner import run_llm_step
-        from vlaa_data.steps.llm_step import LlmOptions
-        from vlaa_data.workspace import Workspace
+def _llm_flags(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="A preset (see `vlaa-data presets`) or a model id."),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="The endpoint, overriding the preset's.")
+    ] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Read the API key from this variable.")
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="openai (any OpenAI-compatible HTTP endpoint), "
+            "transformers or vllm (an in-process model: --model is a path or Hub id)."
+        ),
+    ] = "openai",
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Requests in flight (default: 64).")
+    ] = None,
+    rpm: Annotated[float | None, typer.Option(min=0.001, help="Requests per minute.")] = None,
+    tpm: Annotated[float | None, typer.Option(min=1, help="Tokens per minute.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=0.001, help="Seconds per attempt (default: 600).")
+    ] = None,
+    max_retries: Annotated[
+        int | None, typer.Option(min=0, help="Retries on 429/5xx/timeouts (default: 6).")
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(min=1, help="Reply budget; a reply cut there is recorded truncated."),
+    ] = None,
+    max_pixels: Annotated[
+        int | None, typer.Option(min=1, help="Downscale images to this many pixels.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Batch size of an in-process backend.")
+    ] = None,
+    prompt: Annotated[
+        Path | None, typer.Option(help="A prompt file replacing the built-in one.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Work on at most N samples.")] = None,
+    source: Annotated[
+        list[str] | None, typer.Option(help="Only samples of this source. Repeatable.")
+    ] = None,
+    redo: Annotated[
+        bool, typer.Option("--redo", help="Redo samples already done (cache still applies).")
+    ] = False,
+    retry_truncated: Annotated[
+        bool,
+        typer.Option(
+            "--retry-truncated", help="Also retry truncated samples (raise --max-tokens)."
+        ),
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Send even when a reply is cached.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Render prompts and estimate cost; send nothing."),
+    ] = False,
+    budget_usd: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Stop sending before spending more than this (USD)."),
+    ] = None,
+    json_: Json = False,
+    workspace: Workspace_ = None,
+) -> None:
+    """The flags every LLM step takes (a signature only; see ``llm_command``)."""
 
-        options = LlmOptions(
-            model=model,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            backend=backend,
-            concurrency=concurrency,
-            rpm=rpm,
-            tpm=tpm,
-            timeout_s=timeout,
-            max_retries=max_retries,
-            max_tokens=max_tokens,
-            max_pixels=max_pixels,
-            batch_size=batch_size,
-            prompt=str(prompt) if prompt else None,
-            limit=limit,
-            sources=tuple(source or ()),
-            redo=redo,
-            retry_truncated=retry_truncated,
-            no_cache=no_cache,
-            dry_run=dry_run,
-            budget_usd=budget_usd,
-            command=" ".join(["vlaa-data", *sys.argv[1:]]),
+
+def llm_command(
+    name: str,
+    help: str,
+    *,
+    extra: Callable[..., None] | None = None,
+    drop: tuple[str, ...] = (),
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``body(**flags)`` as command ``name`` with the shared LLM flags, less ``drop``,
+    plus (or overriding by name) the parameters of ``extra``'s signature."""
+    shared = inspect.signature(_llm_flags, eval_str=True).parameters
+    added = inspect.signature(extra, eval_str=True).parameters if extra else {}
+    params = [p for n, p in shared.items() if n not in drop and n not in added]
+    tail = [p for p in params if p.name in ("json_", "workspace")]
+    params = [p for p in params if p not in tail] + list(added.values()) + tail
+
+    def register(body: Callable[..., None]) -> Callable[..., None]:
+        def command(**flags: Any) -> None:
+            body(**flags)
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__name__ = name.replace("-", "_")
+        app.command(name=name, help=help)(command)
+        return body
+
+    return register
+
+
+def llm_options(flags: dict[str, Any], **extra: Any) -> LlmOptions:
+    """The step options from parsed flags (``None`` keeps the workspace setting)."""
+    prompt = flags.get("prompt")
+    return LlmOptions(
+        model=flags.get("model"),
+        base_url=flags.get("base_url"),
+        api_key_env=flags.get("api_key_env"),
+        backend=flags.get("backend", "openai"),
+        concurrency=flags.get("concurrency"),
+        rpm=flags.get("rpm"),
+        tpm=flags.get("tpm"),
+        timeout_s=flags.get("timeout"),
+        max_retries=flags.get("max_retries"),
+        max_tokens=flags.get("max_tokens"),
+        max_pixels=flags.get("max_pixels"),
+        batch_size=flags.get("batch_size"),
+        prompt=str(prompt) if prompt else None,
+        limit=flags.get("limit"),
+        sources=tuple(flags.get("source") or ()),
+        redo=flags.get("redo", False),
+        retry_truncated=flags.get("retry_truncated", False),
+        no_cache=flags.get("no_cache", False),
+        dry_run=flags.get("dry_run", False),
+        budget_usd=flags.get("budget_usd"),
+        command=" ".join(["vlaa-data", *sys.argv[1:]]),
+        **extra,
+    )
+
+
+@contextlib.contextmanager
+def progress_bar(step: str, disabled: bool) -> Iterator[Callable[[Any], None]]:
+    """A Rich bar on stderr; yields the callback a run reports its ``Progress`` to."""
+    progress, task = _progress_bar(step, disabled)
+    started = time.monotonic()
+
+    def show(p) -> None:  # called from the run's event loop, a few times a second
+        elapsed = max(time.monotonic() - started, 1e-6)
+        progress.update(
+            task,
+            total=p.total,
+            completed=p.finished,
+            rate=f"{p.requests / elapsed:,.1f} req/s",
+            tokens=f"{p.tokens_in:,} in / {p.tokens_out:,} out",
+            cost=f"${p.cost_usd:,.4f}",
         )
-        progress, task = _progress_bar(step, disabled=json_ or dry_run or not err.is_terminal)
-        started = time.monotonic()
 
-        def show(p) -> None:  # called from the run's event loop, a few times a second
-            elapsed = max(time.monotonic() - started, 1e-6)
-            progress.update(
-                task,
-                total=p.total,
-                completed=p.finished,
-                rate=f"{p.requests / elapsed:,.1f} req/s",
-                tokens=f"{p.tokens_in:,} in / {p.tokens_out:,} out",
-                cost=f"${p.cost_usd:,.4f}",
-            )
-
-        with exit_on_interrupt(), Workspace.open(workspace, write=not dry_run) as ws:
-            note_recovered(ws.recovered_replies)
-            with progress:
-                report = run_llm_step(ws, step, options, on_progress=show)
-        if json_:
-            print_json(report.to_dict())
-        elif report.estimate is not None:
-            _print_estimate(report)
-        else:
-            _print_report(report)
-        if report.stopped == "budget":
-            raise VlaaError(
-                f"budget reached: ${report.progress.cost_usd:.4f} spent of "
-                f"${report.budget_usd:.2f} (in-flight estimate included); "
-                f"{report.left_pending} samples left pending; rerun with a higher --budget-usd"
-            )
-
-    command.__name__ = step
+    with progress:
+        yield show
 
 
-def _print_report(report) -> None:
+def _run_step(step: str, options: LlmOptions, json_: bool, workspace: Path | None) -> None:
+    from vlaa_data.steps.llm_runner import run_llm_step
+    from vlaa_data.workspace import Workspace
+
+    disabled = json_ or options.dry_run or not err.is_terminal
+    with exit_on_interrupt(), Workspace.open(workspace, write=not options.dry_run) as ws:
+        note_recovered(ws.recovered_replies)
+        with progress_bar(step, disabled) as show:
+            report = run_llm_step(ws, step, options, on_progress=show)
+    if json_:
+        print_json(report.to_dict())
+    elif report.estimate is not None:
+        print_estimate(report)
+    else:
+        print_report(report)
+    raise_if_over_budget(report)
+
+
+def raise_if_over_budget(report) -> None:
+    if report.stopped == "budget":
+        raise VlaaError(
+            f"budget reached: ${report.progress.cost_usd:.4f} spent of "
+            f"${report.budget_usd:.2f} (in-flight estimate included); "
+            f"{report.left_pending} samples left pending; rerun with a higher --budget-usd"
+        )
+
+
+def _register(step: str) -> None:
+    @llm_command(step, _EXAMPLES[step])
+    def body(*, json_: bool, workspace: Path | None, **flags: Any) -> None:
+        _run_step(step, llm_options(flags), json_, workspace)
+
+
+for _step in ("caption", "distill"):
+    _register(_step)
+
+
+def _rewrite_flags(
+    max_word_diff: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Reject a rewrite that changes more words than this (default: 15)."
+        ),
+    ] = None,
+) -> None:
+    """Flags only the rewrite step takes."""
+
+
+@llm_command("rewrite", _EXAMPLES["rewrite"], extra=_rewrite_flags, drop=("max_pixels",))
+def _rewrite(*, json_: bool, workspace: Path | None, max_word_diff: int | None, **flags) -> None:
+    _run_step("rewrite", llm_options(flags, max_word_diff=max_word_diff), json_, workspace)
+
+
+def print_report(report) -> None:
     table = Table(title=f"{report.step} with {report.model} ({report.backend})", min_width=50)
     table.add_column("outcome")
     table.add_column("samples", justify="right")
@@ -211,7 +292,7 @@ def _print_report(report) -> None:
     )
 
 
-def _print_estimate(report) -> None:
+def print_estimate(report) -> None:
     e = report.estimate
     table = Table(title=f"{report.step} with {report.model}: dry run, nothing sent")
     table.add_column("")
@@ -232,7 +313,3 @@ def _print_estimate(report) -> None:
     if e.example_prompt:
         out.print("first prompt:", style="bold")
         out.print(e.example_prompt, markup=False, highlight=False)
-
-
-for _step in ("caption", "distill"):
-    _register(_step)

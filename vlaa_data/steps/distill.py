@@ -70,13 +70,7 @@ class DistillStep(LlmStep):
                 "question": sample.question.strip(),
             },
         )
-        # One user message and no system prompt: what DeepSeek recommends for R1.
-        return ChatRequest(
-            model=preset.model,
-            messages=[{"role": "user", "content": prompt}],
-            params=params,
-            sample_id=sample.id,
-        )
+        return self.ask(sample, preset, params, prompt)
 
     def interpret(self, sample: ReadySample, reply: ChatReply, preset: Preset) -> Outcome:
         content = reply.content

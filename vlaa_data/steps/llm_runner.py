@@ -31,6 +31,7 @@ from vlaa_data.llm.templates import load_template
 from vlaa_data.settings import StepSettings
 from vlaa_data.steps.caption import CaptionStep
 from vlaa_data.steps.distill import DistillStep
+from vlaa_data.steps.judge import JudgeStep
 from vlaa_data.steps.llm_step import (
     BACKENDS,
     Estimate,
@@ -40,15 +41,17 @@ from vlaa_data.steps.llm_step import (
     Outcome,
     Progress,
     Skip,
+    result_row,
 )
 from vlaa_data.steps.llm_writer import ResultWriter
+from vlaa_data.steps.rewrite import RewriteStep
 from vlaa_data.store.journal import Journal
 from vlaa_data.store.llm import ReadySample
 from vlaa_data.workspace import Workspace
 
-__all__ = ["LLM_STEPS", "run_llm_step"]
+__all__ = ["LLM_STEPS", "preflight", "run_llm_step"]
 
-LLM_STEPS = ("caption", "distill")
+LLM_STEPS = ("caption", "distill", "rewrite", "verify")
 _PLAN_CHUNK = 128  # samples planned and looked up in the cache at a time
 _PLAN_SLICE = 32  # samples planned between two turns of the event loop
 _FIRST_CHUNK = 8  # the first chunks are smaller, so the first requests leave at once
@@ -58,12 +61,20 @@ _PROGRESS_EVERY_S = 0.2
 _MIN_BACKLOG = 64
 
 
-def _build_step(name: str, ws: Workspace, prompt: str | None) -> LlmStep:
+def _build_step(name: str, ws: Workspace, options: LlmOptions, prompt: str | None) -> LlmStep:
     template = load_template(name, prompt)
     if name == "caption":
         return CaptionStep(template, ws.root)
     if name == "distill":
         return DistillStep(template)
+    if name == "rewrite":
+        limit = options.max_word_diff
+        return RewriteStep(
+            template,
+            max_word_diff=ws.settings.rewrite.max_word_diff if limit is None else limit,
+        )
+    if name == "verify":
+        return JudgeStep(template)
     raise SettingsError(f"unknown LLM step {name!r}; use one of {', '.join(LLM_STEPS)}")
 
 
@@ -104,7 +115,7 @@ def _resolve(ws: Workspace, name: str, options: LlmOptions) -> _Plan:
         # In-process models speak raw text: reasoning arrives inline.
         preset = presets.get(model) or Preset(name=model, model=model, vision=True)
         endpoint = Endpoint(preset=preset.model_copy(update={"reasoning": "inline"}), base_url=None)
-    step = _build_step(name, ws, options.prompt or step_settings.prompt)
+    step = _build_step(name, ws, options, options.prompt or step_settings.prompt)
     if getattr(step, "needs_vision", False) and not endpoint.preset.vision:
         raise SettingsError(
             f"{name} sends images, and preset {endpoint.preset.name} does not accept them; "
@@ -137,27 +148,39 @@ def _resolve(ws: Workspace, name: str, options: LlmOptions) -> _Plan:
     )
 
 
+def preflight(ws: Workspace, name: str, options: LlmOptions) -> None:
+    """Raise now, with the one-line error a run would give, if step ``name`` cannot start
+    with ``options`` (an unknown preset, a missing API key, a prompt file that is missing)."""
+    _resolve(ws, name, options)
+
+
 def run_llm_step(
     ws: Workspace,
     name: str,
     options: LlmOptions,
     *,
     on_progress: Callable[[Progress], None] | None = None,
+    samples: Sequence[ReadySample] | None = None,
+    run_id: str | None = None,
 ) -> LlmReport:
-    """Run LLM step ``name`` (caption, distill) on ``ws``; see the module docstring.
+    """Run LLM step ``name`` (caption, distill, rewrite, verify's judge) on ``ws``; see the
+    module docstring.
 
+    ``samples`` replaces the selection of ready samples (verify passes those its rules left
+    undecided); ``run_id`` records the results under a run the caller started and finishes.
     ``options.dry_run`` only plans and prices (the workspace may be open read-only). Raises
     ``KeyboardInterrupt`` after recording what finished when interrupted (SIGINT/SIGTERM).
     """
     plan = _resolve(ws, name, options)
-    samples = ws.store.ready_samples(
-        name,
-        parent_step=plan.step.parent_step,
-        sources=options.sources,
-        redo=options.redo,
-        retry_truncated=options.retry_truncated,
-        limit=options.limit,
-    )
+    if samples is None:
+        samples = ws.store.ready_samples(
+            name,
+            parent_step=plan.step.parent_step,
+            sources=options.sources,
+            redo=options.redo,
+            retry_truncated=options.retry_truncated,
+            limit=options.limit,
+        )
     report = LlmReport(
         step=name,
         model=plan.preset.name,
@@ -173,7 +196,8 @@ def run_llm_step(
         report.estimate = _estimate(ws, plan, samples, options)
         report.seconds = time.monotonic() - started
         return report
-    report.run_id = ws.store.start_run(
+    own_run = run_id is None
+    report.run_id = run_id or ws.store.start_run(
         options.command or f"vlaa-data {name}", __version__, _run_settings(plan, options)
     )
     run = _Run(ws, plan, options, report, on_progress)
@@ -191,7 +215,8 @@ def run_llm_step(
         deadline = time.monotonic() + 60
         while not ws.store.resume() and time.monotonic() < deadline:
             time.sleep(0.1)  # a reader has the file for a moment
-        ws.store.finish_run(report.run_id, status, report.to_dict())
+        if own_run:
+            ws.store.finish_run(report.run_id, status, report.to_dict())
     return report
 
 
@@ -483,20 +508,16 @@ class _Run:
         elif outcome.status == "done" and method == "cache":
             label = "done:cached"
         self.report.outcomes[label] += 1
-        result = {
-            "id": None,
-            "sample_id": sample.id,
-            "step": self.plan.step.name,
-            "attempt": sample.attempts + 1,
-            "status": outcome.status,
-            "output": json.dumps(outcome.output, ensure_ascii=False),
-            "reason": outcome.reason,
-            "method": method,
-            "model": self.plan.preset.model if key else None,
-            "prompt_hash": key,
-            "run_id": self.report.run_id,
-            "parent_id": sample.parent_id,
-        }
+        assert self.report.run_id is not None
+        result = result_row(
+            sample,
+            self.plan.step.name,
+            outcome,
+            method=method,
+            run_id=self.report.run_id,
+            model=self.plan.preset.model if key else None,
+            key=key,
+        )
         return self.writer.add(result, call, journal=journal)
 
     def _ledger_row(

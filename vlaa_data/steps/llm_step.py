@@ -7,6 +7,7 @@ samples, the cache, sending, retries, budgets and writing live in ``llm_runner``
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ __all__ = [
     "Outcome",
     "Progress",
     "Skip",
+    "result_row",
 ]
 
 BACKENDS = ("openai", "transformers", "vllm")
@@ -55,6 +57,7 @@ class LlmOptions:
     dry_run: bool = False
     budget_usd: float | None = None
     command: str = ""
+    max_word_diff: int | None = None  # rewrite only
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,37 @@ class Skip:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # done | failed | truncated
+    status: str  # done | rejected | failed | truncated
     output: dict[str, Any]
     reason: str | None = None
+    method: str | None = None  # recorded instead of how the reply came (request, cache)
+
+
+def result_row(
+    sample: ReadySample,
+    step: str,
+    outcome: Outcome,
+    *,
+    method: str,
+    run_id: str,
+    model: str | None = None,
+    key: str | None = None,
+) -> dict[str, Any]:
+    """The ``results`` row recording ``outcome`` (its id is given when it is written)."""
+    return {
+        "id": None,
+        "sample_id": sample.id,
+        "step": step,
+        "attempt": sample.attempts + 1,
+        "status": outcome.status,
+        "output": json.dumps(outcome.output, ensure_ascii=False),
+        "reason": outcome.reason,
+        "method": outcome.method or method,
+        "model": model,
+        "prompt_hash": key,
+        "run_id": run_id,
+        "parent_id": sample.parent_id,
+    }
 
 
 class LlmStep(ABC):
@@ -84,6 +115,17 @@ class LlmStep(ABC):
         self, sample: ReadySample, preset: Preset, params: dict[str, Any], max_pixels: int | None
     ) -> ChatRequest | Skip:
         """The request for ``sample`` (model and params already chosen), or a skip."""
+
+    def ask(
+        self, sample: ReadySample, preset: Preset, params: dict[str, Any], text: str
+    ) -> ChatRequest:
+        """A request of one user message and no system prompt (what R1 models expect)."""
+        return ChatRequest(
+            model=preset.model,
+            messages=[{"role": "user", "content": text}],
+            params=params,
+            sample_id=sample.id,
+        )
 
     @abstractmethod
     def interpret(self, sample: ReadySample, reply: ChatReply, preset: Preset) -> Outcome:

@@ -47,6 +47,10 @@ class ReadySamples(Sequence[ReadySample]):
     def __len__(self) -> int:
         return len(self._rows)
 
+    def reward_types(self) -> set[str]:
+        """The reward types among the rows, without building the samples."""
+        return {row[4] for row in self._rows}
+
     @overload
     def __getitem__(self, index: int) -> ReadySample: ...
 
