@@ -145,3 +145,9 @@ def test_a_second_writer_is_told_who_holds_the_workspace(cli, workspace: Path) -
     # The lock dies with its holder: no stale lock to clean up by hand.
     after = cli("collect", "synthetic", "--limit", "2", "-w", workspace)
     assert after.returncode == 0, after.stderr
+
+
+def test_sql_prints_values_as_text_not_markup(workspace, cli) -> None:
+    done = cli("sql", "SELECT '[x1, y1, x2, y2]' AS box, '[bold]b[/bold]' AS tag", "-w", workspace)
+    assert done.returncode == 0, done.stderr
+    assert "[x1, y1, x2, y2]" in done.stdout and "[bold]b[/bold]" in done.stdout

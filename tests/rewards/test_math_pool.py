@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vlaa_data.rewards.math_pool import MathCheck, MathVerifier
+from vlaa_data.rewards.math_pool import MathCheck, MathVerifier, decide_plainly
 
 # Sympy evaluates this tower while comparing it with 3, and does not come back for minutes.
 HANGS = "$9^{9^{9^{9}}}$"
@@ -16,7 +16,7 @@ HANGS = "$9^{9^{9^{9}}}$"
 @pytest.fixture(scope="module")
 def verifier() -> Iterator[MathVerifier]:
     with MathVerifier(workers=2, deadline_s=1.5) as running:
-        running.check("1", "1")  # start the workers (imports) outside the timed tests
+        running.check("$x$", "$x$")  # start the workers (imports) outside the timed tests
         yield running
 
 
@@ -29,6 +29,8 @@ CASES = [
     ("$\\pi$", "3.14", MathCheck(False)),
     ("the blue one", "4", MathCheck(None, "gold_unparseable")),  # never scored 1.0
     ("4", "no idea", MathCheck(False, "pred_unparseable")),
+    ("$x-1$", "$x \u2212 1$", MathCheck(True)),  # a typeset minus
+    ("-2", "\u22122", MathCheck(True)),
 ]
 
 
@@ -47,3 +49,43 @@ def test_a_hanging_input_is_cut_at_the_deadline_and_the_pool_goes_on(
     assert elapsed < 1.5 + 1.0  # the deadline, plus a little; never the minutes of the hang
     # The killed worker was replaced: the pool still answers.
     assert verifier.check_many([("7", "7")] * 4) == [MathCheck(True)] * 4
+
+
+PLAIN_PAIRS = [
+    ("3", "3"),
+    ("3", "$3$"),
+    ("3", "3.0"),
+    ("3", "4"),
+    ("-2", "2"),
+    ("\\frac{1}{2}", "0.5"),
+    ("\\frac{1}{2}", "1/2"),
+    ("$\\dfrac{3}{4}$", "0.75"),
+    ("\\frac{1}{3}", "0.34"),
+    ("\\frac{2}{3}", "3/4"),
+    ("12.5", "25/2"),
+    ("0.1", "0.10"),
+    ("7", "7/1"),
+]
+
+
+@pytest.mark.parametrize(("gold", "pred"), PLAIN_PAIRS)
+def test_plain_numbers_decided_without_math_verify_agree_with_it(gold: str, pred: str) -> None:
+    from math_verify import parse, verify
+
+    plain = decide_plainly(gold, pred)
+    assert plain is not None
+    assert plain == verify(parse(gold), parse(pred))
+
+
+@pytest.mark.parametrize(
+    ("gold", "pred"),
+    [
+        ("\\frac{1}{3}", "0.333333"),  # equal at 6 places: Math-Verify's call
+        ("1,000", "1000"),  # a thousands separator, or a set: Math-Verify's call
+        ("50\\%", "0.5"),
+        ("x", "x"),
+        ("\\frac{1}{0}", "1"),
+    ],
+)
+def test_anything_less_plain_is_left_to_math_verify(gold: str, pred: str) -> None:
+    assert decide_plainly(gold, pred) is None

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from vlaa_data.cli.app import Json, app, new_table, out, print_json
 from vlaa_data.errors import VlaaError
@@ -21,22 +22,52 @@ def reward(
     deadline: Annotated[
         float, typer.Option(help="Seconds a single math check may take.", min=0.1)
     ] = 2.0,
+    judge: Annotated[
+        str | None,
+        typer.Option(help="Grade open-ended rows 0-10 with this preset (score = grade / 10)."),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="The judge's endpoint, overriding the preset's.")
+    ] = None,
+    reward_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Score open-ended rows with this reward model (a sequence-classification "
+            "checkpoint): 1 - exp(-beta * (S(pred) - S(ref))) when S(pred) > S(ref), else 0."
+        ),
+    ] = None,
+    beta: Annotated[float, typer.Option(min=1e-6, help="beta of the reward-model formula.")] = 1.0,
     json_: Json = False,
 ) -> None:
     """Score completions with the rewards train grpo uses; each row gets "reward".
 
-    Rows: {"completion": str, "answer": str, "reward_type": str, "image_size": [w, h]}.
-    A row that cannot be scored keeps "reward": null and a "reward_note" saying why.
+    Rows: {"completion": str, "answer": str, "reward_type": str, "image_size": [w, h],
+    "question": str}. A row that cannot be scored keeps "reward": null and a "reward_note"
+    saying why. Open-ended rows need --judge or --reward-model.
 
     Example: vlaa-data reward outputs.jsonl --out scored.jsonl
+
+    Example: OPENAI_API_KEY=... vlaa-data reward outputs.jsonl --judge gpt-4o-mini
     """
     from vlaa_data.rewards.math_pool import MathVerifier
+    from vlaa_data.rewards.open_scorers import (
+        JudgeScorer,
+        RewardModelScorer,
+        TransformersRewardModel,
+    )
     from vlaa_data.rewards.score_file import score_file
 
     if not file.is_file():
         raise VlaaError(f"no such file: {file}")
+    if judge and reward_model:
+        raise VlaaError("pass --judge or --reward-model, not both")
+    open_scorer = None
+    if judge:
+        open_scorer = JudgeScorer.from_preset(judge, base_url=base_url)
+    elif reward_model:
+        open_scorer = RewardModelScorer(TransformersRewardModel(reward_model), beta=beta)
     with MathVerifier(deadline_s=deadline) as math:
-        summary = score_file(file, out_file or file, math=math)
+        summary = score_file(file, out_file or file, math=math, open_scorer=open_scorer)
     if json_:
         print_json(summary.to_dict())
         return
@@ -46,6 +77,6 @@ def reward(
     for kind, entry in sorted(summary.by_type.items()):
         mean = "-" if entry.mean is None else f"{entry.mean:.3f}"
         notes = ", ".join(f"{n} {note}" for note, n in sorted(entry.unscored.items()))
-        table.add_row(kind, str(entry.rows), str(entry.scored), mean, notes)
+        table.add_row(Text(kind), str(entry.rows), str(entry.scored), mean, notes)
     out.print(table)
     out.print(f"written to {out_file or file}")

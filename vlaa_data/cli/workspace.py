@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from vlaa_data.cli.app import Json, Workspace_, app, new_table, out, print_json
 
@@ -49,7 +50,7 @@ def status(json_: Json = False, workspace: Workspace_ = None) -> None:
         table.add_column(state, justify="right")
     for source, steps in report.by_source.items():
         for step, counts in steps.items():
-            table.add_row(source, step, *(str(counts[s]) for s in STATES))
+            table.add_row(Text(source), step, *(str(counts[s]) for s in STATES))
         table.add_section()
     out.print(table)
     if report.llm:
@@ -67,7 +68,7 @@ def status(json_: Json = False, workspace: Workspace_ = None) -> None:
         rejects = new_table("not done, by reason", "step", "reason", "samples>")
         for step, reasons in report.rejects.items():
             for reason, count in reasons.items():
-                rejects.add_row(step, reason, str(count))
+                rejects.add_row(step, Text(reason), str(count))
         out.print(rejects)
 
 
@@ -93,7 +94,8 @@ def sql(
     for column in result.columns:
         table.add_column(column)
     for row in result.rows:
-        table.add_row(*("NULL" if v is None else str(v) for v in row))
+        # Text, not markup: a value such as "[x1, y1, x2, y2]" must print as it is.
+        table.add_row(*(Text("NULL" if v is None else str(v)) for v in row))
     out.print(table)
     out.print(f"{len(result.rows)} rows")
 

@@ -24,6 +24,7 @@ from vlaa_data.rewards.extract import (
     split_completion,
 )
 from vlaa_data.rewards.math_pool import MathCheck, MathVerifier
+from vlaa_data.rewards.open_scorers import OpenCase
 
 __all__ = ["SCORERS", "MixedReward", "Scorer", "iou", "math_reward", "score"]
 
@@ -136,7 +137,9 @@ class MixedReward:
     """The mixed reward as a TRL reward function, routing rows by ``reward_type``.
 
     Gold comes from the ``solution`` column (our RL export), else ``answer``; ``image_size``
-    is optional. Math checks run in one batch through the worker pool.
+    is optional. Math checks run in one batch through the worker pool; so do open-ended rows
+    when the open scorer grades batches (``score_many``: a judge, a reward model), each with
+    its prompt as the question.
     """
 
     __name__ = "mixed_reward"  # TRL logs reward functions by name
@@ -158,21 +161,26 @@ class MixedReward:
         sizes: Sequence[Any] = columns.get("image_size") or [None] * len(completions)
         texts = [_text(c) for c in completions]
         rewards: list[float | None] = [None] * len(texts)
-        math_rows: list[tuple[int, str]] = []
+        batched: dict[str, list[tuple[int, str]]] = {"math": [], "open": []}
         for i, (kind, text, gold, size) in enumerate(zip(types, texts, golds, sizes, strict=True)):
-            if kind == "math":
+            if kind in batched and (kind == "math" or hasattr(self.open_scorer, "score_many")):
                 answer = final_answer(split_completion(text).answer)
                 if answer is None:
                     rewards[i] = 0.0
                 else:
-                    math_rows.append((i, answer))
+                    batched[kind].append((i, answer))
                 continue
             rewards[i] = score(
                 kind, text, str(gold), image_size=_size(size), open_scorer=self.open_scorer
             )
-        checks = self.math.check_many([(str(golds[i]), answer) for i, answer in math_rows])
-        for (i, _), check in zip(math_rows, checks, strict=True):
+        checks = self.math.check_many([(str(golds[i]), answer) for i, answer in batched["math"]])
+        for (i, _), check in zip(batched["math"], checks, strict=True):
             rewards[i] = math_reward(check)
+        if batched["open"]:
+            cases = [OpenCase(_text(prompts[i]), a, str(golds[i])) for i, a in batched["open"]]
+            scores = self.open_scorer.score_many(cases)  # type: ignore[union-attr]
+            for (i, _), value in zip(batched["open"], scores, strict=True):
+                rewards[i] = value
         return rewards
 
     def close(self) -> None:

@@ -1,10 +1,12 @@
 """Score a JSONL file of completions: what ``vlaa-data reward`` runs.
 
 Each row is ``{"completion": str, "answer": str, "reward_type": str, "image_size": [w, h]}``
-(``image_size`` optional; a ``reasoning`` field is read as the reasoning, if present). Each row
+(``image_size`` optional; a ``reasoning`` field is read as the reasoning, and a ``question``
+field is shown to an open-ended scorer, if present). Each row
 is written back with ``"reward"``: a float, or null when it cannot be scored, with
 ``"reward_note"`` saying why (a row that is not an object, a missing field, an unknown type,
-a gold answer that cannot be read, no scorer for ``open``). Rows are never dropped.
+a gold answer that cannot be read, no scorer for ``open``, a judge that gave no grade). Rows
+are never dropped.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 from vlaa_data.answers import REWARD_TYPES
 from vlaa_data.rewards.extract import final_answer, split_completion
 from vlaa_data.rewards.math_pool import MathVerifier
-from vlaa_data.rewards.registry import SCORERS, Scorer, math_reward
+from vlaa_data.rewards.open_scorers import OpenCase, OpenScorer
+from vlaa_data.rewards.registry import SCORERS, math_reward
 
 __all__ = ["RewardSummary", "TypeSummary", "score_file"]
 
@@ -64,7 +67,7 @@ def score_file(
     out: Path,
     *,
     math: MathVerifier | None = None,
-    open_scorer: Scorer | None = None,
+    open_scorer: OpenScorer | None = None,
 ) -> RewardSummary:
     """Score every row of ``source`` into ``out`` (which may be the same file)."""
     summary = RewardSummary()
@@ -114,10 +117,11 @@ def _rows(source: Path) -> Iterator[dict[str, Any]]:
 def _score_batch(
     rows: list[dict[str, Any]],
     math: MathVerifier,
-    open_scorer: Scorer | None,
+    open_scorer: OpenScorer | None,
     summary: RewardSummary,
 ) -> list[dict[str, Any]]:
     math_rows: list[tuple[dict[str, Any], str, str]] = []
+    open_rows: list[tuple[dict[str, Any], OpenCase]] = []
     for row in rows:
         summary.rows += 1
         kind = row.get("reward_type")
@@ -131,14 +135,18 @@ def _score_batch(
             elif kind == "math":
                 math_rows.append((row, str(row["answer"]), answer))
                 continue
-            else:
-                scorer = open_scorer if kind == "open" else SCORERS[kind]
-                if scorer is None:
+            elif kind == "open":
+                if open_scorer is None:
                     note = "no scorer for open answers"
                 else:
-                    reward = scorer(answer, str(row["answer"]), image_size=_size(row))
-                    _set(row, entry, reward, None if reward is not None else "gold unreadable")
+                    question = row.get("question")
+                    question = question if isinstance(question, str) else ""
+                    open_rows.append((row, OpenCase(question, answer, str(row["answer"]))))
                     continue
+            else:
+                reward = SCORERS[kind](answer, str(row["answer"]), image_size=_size(row))
+                _set(row, entry, reward, None if reward is not None else "gold unreadable")
+                continue
         if note is not None:
             _set(row, entry, None, note)
     checks = math.check_many([(gold, answer) for _, gold, answer in math_rows])
@@ -146,6 +154,10 @@ def _score_batch(
         reward = math_reward(check)
         note = "gold unreadable" if reward is None else check.reason
         _set(row, summary.by_type["math"], reward, note)
+    if open_rows and open_scorer is not None:
+        grades = open_scorer.score_many([case for _, case in open_rows])
+        for (row, _), grade in zip(open_rows, grades, strict=True):
+            _set(row, summary.by_type["open"], grade, None if grade is not None else "no grade")
     return rows
 
 

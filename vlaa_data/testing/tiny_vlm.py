@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vlaa_data.hf import processor_without_video, require
 
-__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tiny_qwen2vl"]
+__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tiny_qwen2vl", "build_tiny_reward_model"]
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -97,6 +97,31 @@ def build_tiny_qwen2vl(path: Path, *, seed: int = 0) -> Path:
     path = Path(path)
     model.save_pretrained(path)
     processor.save_pretrained(path)
+    return path
+
+
+def build_tiny_reward_model(path: Path, *, seed: int = 0) -> Path:
+    """A tiny random text reward model (Qwen2 with a one-logit classification head), the
+    format of TRL's reward models, saved with its tokenizer into ``path``."""
+    torch = require("torch", "train", "the tiny test model")
+    transformers = require("transformers", "train", "the tiny test model")
+    tokenizer = _tokenizer(transformers)
+    pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = transformers.Qwen2Config(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        pad_token_id=pad,
+        num_labels=1,
+    )
+    torch.manual_seed(seed)
+    model = transformers.Qwen2ForSequenceClassification(config)
+    path = Path(path)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path
 
 
