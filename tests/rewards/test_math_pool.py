@@ -31,6 +31,13 @@ CASES = [
     ("4", "no idea", MathCheck(False, "pred_unparseable")),
     ("$x-1$", "$x \u2212 1$", MathCheck(True)),  # a typeset minus
     ("-2", "\u22122", MathCheck(True)),
+    # Formulas without delimiters, as datasets store golds and \boxed{} yields answers: read
+    # as LaTeX, never as their last number (which would make these two equal).
+    ("y = 3x + 2", "y = 3x - 2", MathCheck(False)),
+    ("y = 3x + 2", "y = 2 + 3x", MathCheck(True)),
+    ("x - 4", "x + 4", MathCheck(False)),
+    ("\\frac{\\sqrt{2}}{2}", "\\sqrt{2}/2", MathCheck(True)),
+    ("12", "12 apples", MathCheck(True)),
 ]
 
 
@@ -65,6 +72,9 @@ PLAIN_PAIRS = [
     ("12.5", "25/2"),
     ("0.1", "0.10"),
     ("7", "7/1"),
+    ("60°", "60"),
+    ("$60^\\circ$", "60 degrees"),
+    ("60°", "$61^{\\circ}$"),
 ]
 
 

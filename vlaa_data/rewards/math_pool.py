@@ -9,7 +9,7 @@ against anyone's deadline.
 
 ``verify(gold, pred)`` is called gold first, as Math-Verify requires (it is asymmetric).
 
-Pairs of plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``) are decided in the
+Pairs of plain numbers (integers, decimals, ``a/b``, ``\\frac{a}{b}``, degrees) are decided in the
 parent when the answer is certain under Math-Verify's own rules: exactly equal values are
 equal, distinct exact values are not, and a decimal more than 1e-6 away cannot round to the
 same 6 places. Everything else, and a decimal within 1e-6, goes to Math-Verify; its parser
@@ -46,6 +46,8 @@ _PLAIN = re.compile(
     r"(?:(?P<int>\d+)(?:\.(?P<dec>\d+))?"
     r"|\\[dt]?frac\s*\{\s*(?P<n>\d+)\s*\}\s*\{\s*(?P<d>\d+)\s*\}"
     r"|(?P<a>\d+)\s*/\s*(?P<b>\d+))"
+    # a degree sign, which Math-Verify ignores too (60° equals 60)
+    r"\s*(?:°|\^\s*\\circ|\^\s*\{\s*\\circ\s*\}|degrees?)?"
     r"\s*\$?$"
 )
 _ROUNDING = Fraction(1, 10**6)  # Math-Verify compares floats rounded to 6 places
@@ -96,17 +98,38 @@ def _serve(conn: Connection) -> None:
         # Math-Verify reads only the ASCII minus; a typeset one is common in model output.
         gold_text, pred_text = (text.replace("\u2212", "-") for text in job)
         try:
-            gold = parse(gold_text, parsing_timeout=None)
+            gold = _parse(parse, gold_text)
             if not gold:
                 conn.send((None, "gold_unparseable"))
                 continue
-            pred = parse(pred_text, parsing_timeout=None)
+            pred = _parse(parse, pred_text)
             if not pred:
                 conn.send((False, "pred_unparseable"))
                 continue
             conn.send((bool(verify(gold, pred, timeout_seconds=None)), None))
         except Exception as exc:  # a bug of the parser on a strange input: undecided
             conn.send((None, f"error: {type(exc).__name__}"))
+
+
+# Text that reads as a formula: a LaTeX command, =, ^, braces, or a variable next to a number
+# or an operator ("3x", "x - 4").
+_FORMULA = re.compile(r"\\[a-zA-Z]|[=^_{}]|\d\s*[a-zA-Z]\b|\b[a-zA-Z]\s*[-+*/]")
+
+
+def _parse(parse: Any, text: str) -> list[Any]:
+    """Math-Verify's parse, with formulas written without delimiters read as ``$…$``.
+
+    Datasets store golds as "\\frac{1}{2}" or "y = 2x + 1", and answers come out of
+    ``\\boxed{}`` bare. Math-Verify's LaTeX extractor needs delimiters; without them its
+    expression extractor takes the last number ("y = 3x + 2" reads as 2), so a wrong
+    equation would match. Plain text and numbers are parsed as they are.
+    """
+    bare = "$" not in text and "\\boxed" not in text
+    if bare and _FORMULA.search(text):
+        parsed = parse(f"${text}$", parsing_timeout=None)
+        if any(not isinstance(item, str) for item in parsed):  # not just the text echoed
+            return parsed
+    return parse(text, parsing_timeout=None)
 
 
 class _Worker:
