@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install vlaa-data and run the pipeline on the bundled synthetic sample.
+# Install vlaa-data and run the pipeline (collect → caption → distill → rewrite → verify) on the
+# bundled synthetic sample.
 # Usage: bash scripts/demo.sh [WORKSPACE]   (default: ./demo-workspace)
 #
 # The LLM steps use OPENAI_API_KEY (caption, gpt-4o-mini) and DEEPSEEK_API_KEY (distill,
@@ -14,6 +15,8 @@ vlaa-data collect synthetic --limit 200 --seed 0 -w "$workspace"
 if [[ -n "${OPENAI_API_KEY:-}" && -n "${DEEPSEEK_API_KEY:-}" ]]; then
     vlaa-data caption --model gpt-4o-mini --limit 20 --budget-usd 1 -w "$workspace"
     vlaa-data distill --model deepseek-r1 --limit 20 --budget-usd 1 -w "$workspace"
+    vlaa-data rewrite --model gpt-4o-mini --budget-usd 1 -w "$workspace"
+    vlaa-data verify --judge gpt-4o-mini --budget-usd 1 -w "$workspace"
 else
     echo "OPENAI_API_KEY / DEEPSEEK_API_KEY not both set: using the scripted local server"
     log="$(mktemp)"
@@ -24,5 +27,7 @@ else
     url="$(sed -n 's/^listening on //p' "$log")"
     vlaa-data caption --model scripted-vlm --base-url "$url" -w "$workspace"
     vlaa-data distill --model scripted-r1 --base-url "$url" -w "$workspace"
+    vlaa-data rewrite --model scripted-chat --base-url "$url" -w "$workspace"
+    vlaa-data verify --rules-only -w "$workspace"
 fi
 vlaa-data status -w "$workspace"

@@ -56,3 +56,7 @@ def test_the_demo_script_runs_the_pipeline_without_any_key(tmp_path: Path) -> No
     )
     steps = json.loads(status.stdout)["steps"]
     assert steps["caption"]["done"] == steps["distill"]["done"] == 200
+    assert steps["rewrite"]["done"] == 200  # the stand-in's reasoning never mentions a caption
+    # The stand-in answers "3" to everything: verified correct exactly where the gold is 3.
+    verify = steps["verify"]
+    assert verify["done"] + verify["rejected"] == 200 and 0 < verify["done"] < 200
