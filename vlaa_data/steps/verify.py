@@ -83,6 +83,7 @@ def run_verify(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> VerifyReport:
     """Verify every sample whose rewrite is done and whose verdict is missing or stale."""
+    options = _with_settings(ws, options)
     llm = options.judge
     samples = ws.store.ready_samples(
         "verify",
@@ -136,14 +137,12 @@ def _apply_rules(
 ) -> list[ReadySample]:
     """Record every verdict rules reach; returns the samples they leave undecided (recorded
     unverifiable instead when no judge is allowed)."""
-    settings = ws.settings.verify
-    workers = options.math_workers if options.math_workers is not None else settings.math_workers
-    deadline = options.math_deadline_s or settings.math_deadline_s
-    threshold = options.iou_threshold or settings.iou_threshold
+    assert options.math_deadline_s is not None and options.iou_threshold is not None
     progress = Progress(total=len(samples))
     undecided: list[ReadySample] = []
-    with MathVerifier(workers=workers or os.cpu_count() or 1, deadline_s=deadline) as math:
-        rules = RuleVerifier(math, iou_threshold=threshold)
+    workers = options.math_workers or os.cpu_count() or 1
+    with MathVerifier(workers=workers, deadline_s=options.math_deadline_s) as math:
+        rules = RuleVerifier(math, iou_threshold=options.iou_threshold)
         for start in range(0, len(samples), _CHUNK):
             chunk = samples[start : start + _CHUNK]
             verdicts = rules.decide_many([_case(s) for s in chunk])
@@ -189,12 +188,24 @@ def _judge_label(label: str, model: str) -> tuple[str, str]:
     return label, method
 
 
-def _run_settings(ws: Workspace, options: VerifyOptions) -> dict[str, Any]:
+def _with_settings(ws: Workspace, options: VerifyOptions) -> VerifyOptions:
+    """``options`` with every rule setting a flag left unset taken from ``[verify]``."""
     settings = ws.settings.verify
+    workers = options.math_workers if options.math_workers is not None else settings.math_workers
+    return replace(
+        options,
+        iou_threshold=options.iou_threshold or settings.iou_threshold,
+        math_deadline_s=options.math_deadline_s or settings.math_deadline_s,
+        math_workers=workers,
+    )
+
+
+def _run_settings(ws: Workspace, options: VerifyOptions) -> dict[str, Any]:
+    judge = options.judge.model or ws.settings.verify.model
     return {
-        "judge": None if options.rules_only else (options.judge.model or settings.model),
+        "judge": None if options.rules_only else judge,
         "rules_only": options.rules_only,
-        "iou_threshold": options.iou_threshold or settings.iou_threshold,
-        "math_deadline_s": options.math_deadline_s or settings.math_deadline_s,
+        "iou_threshold": options.iou_threshold,
+        "math_deadline_s": options.math_deadline_s,
         "redo": options.judge.redo,
     }
