@@ -9,7 +9,9 @@ words, equivalent expressions, pixel and normalised boxes; about half right) are
 ``RuleVerifier.decide_many`` in batches of 2,000, as the verify step does. Math runs with the
 deadline on (2 s) through one reused worker process (per core), then through one per core;
 the mix of math forms is ``_MATH_MIX``, and each form is also timed alone (N/10 cases):
-plain numbers are decided without Math-Verify's parser, roots and equations go through it.
+plain numbers are decided without Math-Verify's parser, roots and equations go through it
+(with the shortcuts of ``rewards/math_speedups.py``), drawn from ranges wide enough that nearly
+every pair is new, so Math-Verify's parse cache does not flatter them.
 
 Part 2, the share decided without a model: a synthetic workspace (``collect synthetic``) goes
 through caption, distill, rewrite and verify against the scripted local server. Distilled
@@ -95,10 +97,11 @@ def _math_pair(rng: random.Random, form: str | None = None) -> tuple[str, str]:
         angle = rng.randint(10, 170)
         return f"{angle}°", f"Answer: ${angle if right else angle + 5}^\\circ$"
     if form == "root":
+        a, b = rng.randint(1, 400), rng.randint(2, 99)  # wide, so few pairs repeat
         gold = f"\\frac{{{a}\\sqrt{{2}}}}{{{b}}}"
         pred = f"{a}\\sqrt{{2}}/{b}" if right else f"{a}\\sqrt{{3}}/{b}"
         return gold, f"Answer: ${pred}$"
-    m, c = rng.randint(-5, 5), rng.randint(-9, 9)
+    m, c = rng.randint(-50, 50), rng.randint(-99, 99)
     gold = f"y = {m}x + {c}"
     pred = f"y = {c} + {m}x" if right else f"y = {m}x - {c + 1}"
     return gold, f"\\boxed{{{pred}}}"

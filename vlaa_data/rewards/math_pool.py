@@ -85,6 +85,9 @@ def _serve(conn: Connection) -> None:
 
     from math_verify import parse, verify
 
+    from vlaa_data.rewards import math_speedups
+
+    math_speedups.install()
     # Each call would warn that its own timeouts are off: we know, the parent keeps time.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     conn.send("ready")
@@ -95,20 +98,25 @@ def _serve(conn: Connection) -> None:
             return
         if job is None:
             return
-        # Math-Verify reads only the ASCII minus; a typeset one is common in model output.
-        gold_text, pred_text = (text.replace("\u2212", "-") for text in job)
-        try:
-            gold = _parse(parse, gold_text)
-            if not gold:
-                conn.send((None, "gold_unparseable"))
-                continue
-            pred = _parse(parse, pred_text)
-            if not pred:
-                conn.send((False, "pred_unparseable"))
-                continue
-            conn.send((bool(verify(gold, pred, timeout_seconds=None)), None))
-        except Exception as exc:  # a bug of the parser on a strange input: undecided
-            conn.send((None, f"error: {type(exc).__name__}"))
+        conn.send(check_pair(parse, verify, *job))
+
+
+def check_pair(
+    parse: Any, verify: Any, gold_text: str, pred_text: str
+) -> tuple[bool | None, str | None]:
+    """One check with Math-Verify's ``parse`` and ``verify``: ``(equal, reason)``."""
+    # Math-Verify reads only the ASCII minus; a typeset one is common in model output.
+    gold_text, pred_text = (text.replace("\u2212", "-") for text in (gold_text, pred_text))
+    try:
+        gold = _parse(parse, gold_text)
+        if not gold:
+            return None, "gold_unparseable"
+        pred = _parse(parse, pred_text)
+        if not pred:
+            return False, "pred_unparseable"
+        return bool(verify(gold, pred, timeout_seconds=None)), None
+    except Exception as exc:  # a bug of the parser on a strange input: undecided
+        return None, f"error: {type(exc).__name__}"
 
 
 # Text that reads as a formula: a LaTeX command, =, ^, braces, or a variable next to a number
