@@ -33,7 +33,14 @@ def _option_row(param: Any, ctx: Any) -> str:
 def render() -> str:
     group = typer.main.get_command(app)
     parts = []
+    commands = []
     for name, command in group.commands.items():
+        subcommands = getattr(command, "commands", None)  # a group such as `filter`
+        if subcommands:
+            commands.extend((f"{name} {sub}", c) for sub, c in subcommands.items())
+        else:
+            commands.append((name, command))
+    for name, command in commands:
         ctx = command.context_class(command, info_name=f"vlaa-data {name}")
         doc = inspect.cleandoc(command.help or "")
         parts.append(f"### `vlaa-data {name}`\n\n{doc}\n\n```\n{command.get_usage(ctx)}\n```\n")

@@ -26,6 +26,11 @@ def test_migrating_an_empty_database_creates_every_table(tmp_path: Path) -> None
         "collect_rejects",
         "latest_results",
         "current_results",
+        "scores",
+        "releases",
+        "release_samples",
+        "release_events",
+        "samples_view",
     } <= tables
     columns = {
         row[0]

@@ -60,6 +60,12 @@ def build_status(store: Store) -> StatusReport:
         by_source[source][step][state] += count
         if state != "done":
             rejects[step][reason or status] += count
+    # The split step's state is where the most recent release put each sample.
+    for source, split, why, count in store.latest_release_places():
+        state = "rejected" if split == "excluded" else "done"
+        by_source[source]["split"][state] += count
+        if state == "rejected":
+            rejects["split"][why] += count
     for source, steps in by_source.items():
         total = report.sources.get(source, 0)
         for step in PIPELINE_STEPS[1:]:
@@ -79,6 +85,7 @@ def build_status(store: Store) -> StatusReport:
         entry["tokens_out"] += int(tokens_out)
         entry["cost_usd"] = round(entry["cost_usd"] + cost, 6)
         entry["models"].append(model)
+    report.releases = store.release_counts()
     report.samples = sum(report.sources.values())
     report.by_source = dict(sorted(by_source.items()))
     report.rejects = {step: dict(sorted(r.items())) for step, r in rejects.items()}

@@ -11,6 +11,7 @@ import sys
 from vlaa_data.cli import (  # noqa: F401  (registers the commands)
     collect,
     llm,
+    release,
     reward,
     verify,
     workspace,

@@ -15,6 +15,7 @@ import duckdb
 from vlaa_data.errors import QueryError, WorkspaceInUse
 from vlaa_data.store.llm import LlmQueries
 from vlaa_data.store.migrations import MIGRATIONS
+from vlaa_data.store.releases import ReleaseQueries
 
 __all__ = ["PIPELINE_STEPS", "QueryResult", "Store"]
 
@@ -33,7 +34,7 @@ def _is_lock_conflict(exc: duckdb.Error) -> bool:
     return "lock" in str(exc).lower()
 
 
-class Store(LlmQueries):
+class Store(LlmQueries, ReleaseQueries):
     """A connection to ``vlaa.duckdb``. Writers must hold the workspace's ``WriterLock``.
 
     DuckDB lets no other process open the file while a writer has it open. Long-running

@@ -126,7 +126,99 @@ CREATE TABLE llm_calls (
 );
 """
 
+_RELEASES = """
+-- Per-sample metrics of the filters, one row per (sample, name): a rerun replaces its row.
+-- result_id is the result whose text was scored; a newer text leaves the score stale (see
+-- samples_view, which shows only scores of the current text).
+CREATE TABLE scores (
+    sample_id  VARCHAR NOT NULL,
+    name       VARCHAR NOT NULL,             -- aha | aha_model | ppl:<model>
+    value      DOUBLE,
+    detail     JSON,                         -- keywords hit, settings, tokens scored
+    result_id  BIGINT NOT NULL,
+    run_id     VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (sample_id, name)
+);
+
+-- A named split: the parameters that rebuild it and where each considered sample went.
+CREATE TABLE releases (
+    name       VARCHAR PRIMARY KEY,
+    params     JSON NOT NULL,
+    counts     JSON NOT NULL,
+    run_id     VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+
+CREATE TABLE release_samples (
+    release        VARCHAR NOT NULL,
+    sample_id      VARCHAR NOT NULL,
+    split          VARCHAR NOT NULL,         -- sft | rl | excluded
+    position       INTEGER,                  -- order within the split; NULL when excluded
+    why            VARCHAR NOT NULL,         -- aha | no_aha | not_verified | where | quota | ...
+    text_result_id BIGINT,                   -- the reasoning and answer this release holds
+    PRIMARY KEY (release, sample_id)
+);
+
+-- Where a release was written or pushed.
+CREATE TABLE release_events (
+    release    VARCHAR NOT NULL,
+    kind       VARCHAR NOT NULL,             -- export | push
+    target     VARCHAR NOT NULL,             -- a directory, or a Hub repo id
+    format     VARCHAR,
+    revision   VARCHAR,                      -- the Hub commit
+    tag        VARCHAR,
+    detail     JSON,
+    run_id     VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp
+);
+
+-- One row per sample with what curating needs; `split --where` filters it, users query it.
+-- The text is the rewrite's when it is done, else the distilled one; scores count only when
+-- they scored that text. reasoning_tokens counts words and punctuation marks (no tokenizer).
+CREATE VIEW samples_view AS
+WITH cur AS (SELECT * FROM current_results),
+text AS (
+    SELECT sample_id, id, output FROM cur WHERE step = 'rewrite' AND status = 'done'
+    UNION ALL
+    SELECT d.sample_id, d.id, d.output FROM cur d
+    WHERE d.step = 'distill' AND d.status = 'done' AND NOT EXISTS (
+        SELECT 1 FROM cur r
+        WHERE r.sample_id = d.sample_id AND r.step = 'rewrite' AND r.status = 'done')
+),
+ppl AS (
+    SELECT sc.sample_id, avg(sc.value) AS ppl, count(*) AS ppl_models
+    FROM scores sc JOIN text t ON t.sample_id = sc.sample_id AND t.id = sc.result_id
+    WHERE sc.name LIKE 'ppl:%' GROUP BY sc.sample_id
+)
+SELECT
+    s.id, s.source, s.source_id, s.reward_type, s.question, s.answer AS gold,
+    s.image_sha, i.width, i.height,
+    cap.output->>'caption' AS caption,
+    t.id AS text_result_id,
+    t.output->>'reasoning' AS reasoning,
+    t.output->>'answer' AS response,
+    len(regexp_extract_all(coalesce(t.output->>'reasoning', ''), '\\w+|[^\\w\\s]'))
+        AS reasoning_tokens,
+    v.output->>'verdict' AS verdict,
+    v.method AS verify_method,
+    aha.value::INTEGER AS aha_count,
+    aha.detail->'keywords' AS aha_keywords,
+    aham.value::INTEGER AS aha_model_count,
+    ppl.ppl, ppl.ppl_models
+FROM samples s
+JOIN images i ON i.sha = s.image_sha
+LEFT JOIN cur cap ON cap.sample_id = s.id AND cap.step = 'caption' AND cap.status = 'done'
+LEFT JOIN text t ON t.sample_id = s.id
+LEFT JOIN cur v ON v.sample_id = s.id AND v.step = 'verify'
+LEFT JOIN scores aha ON aha.sample_id = s.id AND aha.name = 'aha' AND aha.result_id = t.id
+LEFT JOIN scores aham
+    ON aham.sample_id = s.id AND aham.name = 'aha_model' AND aham.result_id = t.id
+LEFT JOIN ppl ON ppl.sample_id = s.id;
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial: images, samples, collect_rejects, results, runs", _INITIAL),
     Migration(2, "llm_calls: request cache and cost ledger", _LLM_CALLS),
+    Migration(3, "scores, releases, release_samples, release_events", _RELEASES),
 ]

@@ -1,0 +1,196 @@
+"""The PPL filter on the tiny random Qwen2-VL, on CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from vlaa_data.chat_format import SYSTEM_PROMPT, assistant_text
+from vlaa_data.errors import VlaaError
+from vlaa_data.filters.ppl import PplOptions, run_ppl, score_name
+from vlaa_data.workspace import Workspace
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def other_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second tiny Qwen2-VL: the same tokenizer, other random weights."""
+    from vlaa_data.testing.tiny_vlm import build_tiny_qwen2vl
+
+    return build_tiny_qwen2vl(tmp_path_factory.mktemp("other_vlm"), seed=1)
+
+
+def _ppl(root: Path, model: Path, **options) -> tuple[dict, dict[str, tuple[float, dict]]]:
+    """Run the filter; returns the report and every score of ``model`` by sample."""
+    with Workspace.open(root, write=True) as ws:
+        report = run_ppl(ws, PplOptions(models=[str(model)], **options))
+        name = score_name(str(model), options.get("target", "response"))
+        rows = ws.store.con.execute(
+            "SELECT sample_id, value, detail FROM scores WHERE name = ?", [name]
+        ).fetchall()
+    return report.to_dict(), {r[0]: (r[1], json.loads(r[2])) for r in rows}
+
+
+def _hand_ppl(root: Path, model_dir: Path) -> dict[str, float]:
+    """PPL of every sample's response, computed apart from the filter: the prompt and the full
+    conversation through the processor, one right-padded batch, prompt and padding masked."""
+    from vlaa_data.hf import processor_without_video
+
+    processor = processor_without_video(transformers.Qwen2VLProcessor).from_pretrained(model_dir)
+    processor.tokenizer.padding_side = "right"
+    model = transformers.Qwen2VLForConditionalGeneration.from_pretrained(model_dir).eval()
+    with Workspace.open(root, write=False) as ws:
+        texts = ws.store.scored_texts()
+    images = [Image.open(root / t.image_path).convert("RGB") for t in texts]
+    prompt_lengths, fulls = [], []
+    for text, image in zip(texts, images, strict=True):
+        user = [{"type": "image"}, {"type": "text", "text": text.question}]
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+        prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        reply = assistant_text(text.reasoning, text.response)
+        messages.append({"role": "assistant", "content": reply})
+        fulls.append(processor.apply_chat_template(messages, tokenize=False))
+        prompt_ids = processor(text=[prompt], images=[image], return_tensors="pt")["input_ids"]
+        prompt_lengths.append(prompt_ids.shape[1])
+    inputs = processor(text=fulls, images=images, padding=True, return_tensors="pt")
+    labels = inputs["input_ids"].clone()
+    labels[inputs["attention_mask"] == 0] = -100
+    for row, length in enumerate(prompt_lengths):
+        labels[row, :length] = -100
+    assert (inputs["attention_mask"] == 0).any(), "the batch should need padding"
+    with torch.no_grad():
+        logits = model(**inputs).logits.float()
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
+    )
+    counts = (labels[:, 1:] != -100).sum(dim=1)
+    means = losses.sum(dim=1) / counts
+    return {t.sample_id: math.exp(m) for t, m in zip(texts, means.tolist(), strict=True)}
+
+
+from PIL import Image  # noqa: E402 - after the importorskips
+
+
+def test_ppl_equals_a_hand_computation(text_workspace: Path, tiny_vlm: Path) -> None:
+    report, scores = _ppl(text_workspace, tiny_vlm, batch_size=4)
+    expected = _hand_ppl(text_workspace, tiny_vlm)
+    assert report["models"][0]["scored"] == len(expected) == 6
+    for sample_id, value in expected.items():
+        assert scores[sample_id][0] == pytest.approx(value, rel=1e-4)
+        assert scores[sample_id][1]["nll"] == pytest.approx(math.log(value), rel=1e-4)
+    # A random model is about as unsure as its vocabulary is large.
+    assert 200 < report["models"][0]["mean_ppl"] < 500
+
+
+def test_batching_does_not_change_the_values(text_workspace: Path, tiny_vlm: Path) -> None:
+    _, alone = _ppl(text_workspace, tiny_vlm, batch_size=1)
+    _, batched = _ppl(text_workspace, tiny_vlm, batch_size=4, redo=True)
+    assert len({detail["tokens"] for _, detail in alone.values()}) > 3  # lengths do differ
+    assert alone.keys() == batched.keys()
+    for sample_id, (value, detail) in alone.items():
+        assert batched[sample_id][0] == pytest.approx(value, rel=1e-5)
+        assert batched[sample_id][1]["tokens"] == detail["tokens"]
+
+
+def test_rerun_scores_only_what_is_missing(text_workspace: Path, tiny_vlm: Path) -> None:
+    first, scores = _ppl(text_workspace, tiny_vlm, limit=2)
+    assert (first["models"][0]["selected"], first["models"][0]["scored"]) == (2, 2)
+    assert len(scores) == 2
+    second, scores = _ppl(text_workspace, tiny_vlm)
+    assert (second["models"][0]["selected"], second["models"][0]["scored"]) == (4, 4)
+    assert len(scores) == 6
+    third, _ = _ppl(text_workspace, tiny_vlm)
+    assert (third["models"][0]["selected"], third["models"][0]["scored"]) == (0, 0)
+    redo, _ = _ppl(text_workspace, tiny_vlm, redo=True)
+    assert redo["models"][0]["scored"] == 6
+    with Workspace.open(text_workspace, write=False) as ws:
+        runs = ws.store.con.execute(
+            "SELECT status FROM runs WHERE command = 'vlaa-data filter ppl'"
+        ).fetchall()
+        latest = ws.store.con.execute("SELECT DISTINCT run_id FROM scores").fetchall()
+    assert runs == [("finished",)] * 4
+    assert latest == [(redo["run_id"],)]
+
+
+def test_two_models_are_averaged_in_samples_view(
+    text_workspace: Path, tiny_vlm: Path, other_vlm: Path
+) -> None:
+    with Workspace.open(text_workspace, write=True) as ws:
+        report = run_ppl(ws, PplOptions(models=[str(tiny_vlm), f"{other_vlm}/"], batch_size=3))
+        rows = ws.store.con.execute(
+            "SELECT sample_id, name, value FROM scores ORDER BY sample_id, name"
+        ).fetchall()
+        view = ws.store.con.execute("SELECT id, ppl, ppl_models FROM samples_view").fetchall()
+    assert [m["scored"] for m in report.to_dict()["models"]] == [6, 6]
+    names = {score_name(str(tiny_vlm)), f"ppl:{other_vlm}"}  # the trailing slash is dropped
+    by_sample: dict[str, dict[str, float]] = {}
+    for sample_id, name, value in rows:
+        by_sample.setdefault(sample_id, {})[name] = value
+    assert len(view) == len(by_sample) == 6
+    for sample_id, ppl, models in view:
+        assert set(by_sample[sample_id]) == names
+        first, second = by_sample[sample_id].values()
+        assert first != pytest.approx(second, rel=1e-3)  # different weights, different PPL
+        assert (ppl, models) == (pytest.approx((first + second) / 2), 2)
+
+
+def test_answer_target_scores_only_the_answer(text_workspace: Path, tiny_vlm: Path) -> None:
+    _, response = _ppl(text_workspace, tiny_vlm)
+    report, answer = _ppl(text_workspace, tiny_vlm, target="answer")
+    assert report["models"][0]["score"] == f"ppl_answer:{tiny_vlm}"
+    assert answer.keys() == response.keys()
+    for sample_id, (_, detail) in answer.items():
+        assert detail["target"] == "answer"
+        assert 0 < detail["tokens"] < response[sample_id][1]["tokens"]
+    with Workspace.open(text_workspace, write=False) as ws:
+        view = dict(ws.store.con.execute("SELECT id, ppl FROM samples_view").fetchall())
+    # samples_view averages ppl: scores only; the answer's PPL does not enter it
+    assert view == pytest.approx({k: v for k, (v, _) in response.items()})
+
+
+def test_an_unreadable_image_fails_alone(text_workspace: Path, tiny_vlm: Path) -> None:
+    with Workspace.open(text_workspace, write=False) as ws:
+        victim = ws.store.scored_texts()[2]
+    os.remove(text_workspace / victim.image_path)
+    report, scores = _ppl(text_workspace, tiny_vlm, batch_size=4)
+    assert report["models"][0]["scored"] == 5 and report["models"][0]["failed"] == 1
+    [failure] = report["failures"]
+    assert failure["sample_id"] == victim.sample_id
+    assert "cannot open image" in failure["reason"]
+    assert victim.sample_id not in scores and len(scores) == 5
+
+
+def test_a_sample_failing_in_its_batch_fails_alone(
+    text_workspace: Path, tiny_vlm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Workspace.open(text_workspace, write=False) as ws:
+        victim = ws.store.scored_texts()[4]
+    # The header still reads, so the image fails only when its batch is processed.
+    path = text_workspace / victim.image_path
+    path.write_bytes(path.read_bytes()[:60])
+    report, scores = _ppl(text_workspace, tiny_vlm, batch_size=6)
+    [failure] = report["failures"]
+    assert failure == {
+        "model": str(tiny_vlm),
+        "sample_id": victim.sample_id,
+        "reason": "OSError: image file is truncated",
+    }
+    assert len(scores) == 5
+
+
+def test_bad_options_and_missing_vllm_are_user_errors(text_workspace: Path, tiny_vlm: Path) -> None:
+    with pytest.raises(VlaaError, match="target"):
+        _ppl(text_workspace, tiny_vlm, target="reasoning")
+    with pytest.raises(VlaaError, match="models"), Workspace.open(text_workspace, write=True) as ws:
+        run_ppl(ws, PplOptions())
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(VlaaError, match=r"vlaa-data\[gpu\]"):
+            _ppl(text_workspace, tiny_vlm, backend="vllm")

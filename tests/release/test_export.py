@@ -1,0 +1,228 @@
+"""``export_release``: the three layouts load where they are meant to, and are reproducible."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import query
+from tests.test_collect import run_collect
+from vlaa_data.chat_format import SYSTEM_PROMPT
+from vlaa_data.errors import VlaaError
+from vlaa_data.release.export import FORMATS, MARKER, export_release
+from vlaa_data.release.formats import VLAA_JSON_FILES, hf_configs_yaml
+from vlaa_data.workspace import Workspace, init_workspace
+
+SFT_IDS = {"clevr/c1", "clevr/c5", "arxiv/a3"}
+RL_IDS = {"clevr/c2", "clevr/c4", "clevr/c6", "arxiv/a2"}
+
+
+def export(workspace: Path, out: Path, fmt: str, name: str = "v1", **options):
+    with Workspace.open(workspace, write=True) as ws:
+        return export_release(ws, name, fmt, out, **options)
+
+
+def release_ids(workspace: Path, split: str) -> list[str]:
+    with Workspace.open(workspace, write=False) as ws:
+        return [row.sample_id for row in ws.store.release_rows("v1", split)]
+
+
+def release_texts(workspace: Path, split: str) -> list[tuple[str, str, str, str]]:
+    """(question, gold, reasoning, answer) of the release's split, in release order."""
+    with Workspace.open(workspace, write=False) as ws:
+        rows = ws.store.release_rows("v1", split)
+    return [(r.question, r.gold, r.reasoning, r.response) for r in rows]
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_hf_loads_with_datasets_in_trl_columns(released_workspace: Path, tmp_path: Path) -> None:
+    import datasets
+
+    out = tmp_path / "hf"
+    report = export(released_workspace, out, "hf", shard_rows=2)
+    assert report.rows == {"sft": 3, "rl": 4}
+    assert sorted(report.files) == [
+        "README.md",
+        "data/rl-00000-of-00002.parquet",
+        "data/rl-00001-of-00002.parquet",
+        "data/sft-00000-of-00002.parquet",
+        "data/sft-00001-of-00002.parquet",
+    ]
+
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
+    assert set(loaded) == {"sft", "rl"}
+    sft, rl = loaded["sft"], loaded["rl"]
+    assert (sft.num_rows, rl.num_rows) == (3, 4)
+    columns = {"id", "source", "messages", "prompt", "image", "solution", "reward_type"}
+    assert set(sft.column_names) == set(rl.column_names) == columns
+    # in release order, which the fixture's release happens to mix up
+    assert sft["id"] == release_ids(released_workspace, "sft") != sorted(SFT_IDS)
+    assert rl["id"] == release_ids(released_workspace, "rl")
+    assert set(rl["id"]) == RL_IDS
+
+    first = sft[sft["id"].index("clevr/c1")]
+    system, user, assistant = first["messages"]
+    assert (system["role"], system["content"][0]["text"]) == ("system", SYSTEM_PROMPT)
+    assert user["role"] == "user"
+    assert [part["type"] for part in user["content"]] == ["image", "text"]
+    assert user["content"][1]["text"] == "Question c1: how many objects, or which option?"
+    assert assistant["content"][0]["text"] == (
+        "<think>\nThree cubes.\n</think>\n<answer>\nAnswer: 3\n</answer>"
+    )
+    assert first["prompt"] == [system, user]
+    assert first["image"].size == (32, 24)
+
+    row = rl[rl["id"].index("clevr/c2")]
+    assert (row["solution"], row["reward_type"], row["source"]) == ("4", "digit", "clevr")
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+    assert row["prompt"][1]["content"][1]["text"].startswith("Question c2:")
+    assert row["image"].size == (32, 24)
+    assert (out / "README.md").read_text().startswith("---\nconfigs:\n")
+    assert hf_configs_yaml()["configs"][0]["data_files"][1] == {"split": "rl", "path": "data/rl-*"}
+
+
+def test_vlaa_json_reimports_through_the_importer(released_workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "vlaa-json"
+    export(released_workspace, out, "vlaa-json")
+    fresh = init_workspace(tmp_path / "fresh")
+    for split, file_name in VLAA_JSON_FILES.items():
+        report = run_collect(fresh, "vlaa-thinking", str(out / file_name), name=split, images=out)
+        assert (report.collected, report.rejected_total) == (
+            len(release_texts(released_workspace, split)),
+            0,
+        )
+        reimported = query(
+            fresh,
+            "SELECT s.question, s.answer, coalesce(v.reasoning, ''), v.response "
+            "FROM samples s JOIN samples_view v ON v.id = s.id "
+            "WHERE s.source = ? ORDER BY s.source_id",
+            [split],
+        )
+        assert sorted(reimported) == sorted(release_texts(released_workspace, split))
+    records = json.loads((out / VLAA_JSON_FILES["sft"]).read_text())
+    assert [r["id"] for r in records] == release_ids(released_workspace, "sft")
+    record = next(r for r in records if r["id"] == "clevr/c1")
+    assert set(record) == {"id", "image", "question", "gt", "ds_answer", "caption", "meta"}
+    assert record["ds_answer"] == "<think>\nThree cubes.\n</think>\n\nAnswer: 3"
+    assert record["meta"]["source"] == "clevr" and record["meta"]["verdict"] == "correct"
+
+
+def test_sharegpt_files_and_dataset_info_agree(released_workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sharegpt"
+    export(released_workspace, out, "sharegpt")
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert sorted(info) == ["v1_rl", "v1_sft"]
+    for key, entry in info.items():
+        assert entry["formatting"] == "sharegpt"
+        assert entry["columns"] == {"messages": "messages", "images": "images"}
+        assert entry["tags"]["system_tag"] == "system"
+        records = json.loads((out / entry["file_name"]).read_text())
+        split = key.rsplit("_", 1)[1]
+        assert len(records) == len(release_texts(released_workspace, split))
+        for record, (question, _gold, reasoning, answer) in zip(
+            records, release_texts(released_workspace, split), strict=True
+        ):
+            roles = [m["role"] for m in record["messages"]]
+            assert roles == ["system", "user", "assistant"]
+            assert record["messages"][1]["content"] == f"<image>{question}"
+            assert f"<think>\n{reasoning}\n</think>" in record["messages"][2]["content"]
+            assert f"<answer>\n{answer}\n</answer>" in record["messages"][2]["content"]
+            assert all((out / image).is_file() for image in record["images"])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_exports_are_byte_identical(released_workspace: Path, tmp_path: Path, fmt: str) -> None:
+    first, second = tmp_path / "one", tmp_path / "two"
+    export(released_workspace, first, fmt, shard_rows=2)
+    export(released_workspace, second, fmt, shard_rows=2)
+    assert len(digests(first)) > 2
+    assert digests(first) == digests(second)
+
+
+def test_export_is_recorded_and_replaces_an_earlier_export(
+    released_workspace: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    export(released_workspace, out, "sharegpt")
+    report = export(released_workspace, out, "vlaa-json")
+    assert not (out / "dataset_info.json").exists()
+    assert json.loads((out / MARKER).read_text())["format"] == "vlaa-json"
+    assert report.images == 7  # one per sample: arxiv/a1, which shares one, is not released
+    events = query(
+        released_workspace,
+        "SELECT e.kind, e.format, e.target, r.status FROM release_events e "
+        "JOIN runs r ON r.id = e.run_id ORDER BY e.created_at",
+    )
+    assert events == [
+        ("export", "sharegpt", str(out), "finished"),
+        ("export", "vlaa-json", str(out), "finished"),
+    ]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
+
+
+def test_unknown_release_and_format_are_one_line_errors(
+    released_workspace: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(VlaaError, match=r"no release 'v2' \(releases: v1\)"):
+        export(released_workspace, tmp_path / "out", "hf", name="v2")
+    with pytest.raises(VlaaError, match=r"unknown export format 'csv' .*hf, vlaa-json, sharegpt"):
+        export(released_workspace, tmp_path / "out", "csv")
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_an_export(
+    released_workspace: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(VlaaError, match="is not a vlaa-data export"):
+        export(released_workspace, out, "hf")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".mine.")] == []
+
+
+def test_a_failed_export_leaves_the_earlier_one(
+    released_workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vlaa_data.release import formats
+
+    out = tmp_path / "out"
+    export(released_workspace, out, "sharegpt")
+    before = digests(out)
+
+    def crash(folder: Path, *args) -> None:
+        (folder / "half.json").write_text("{")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setitem(formats.WRITERS, "hf", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export(released_workspace, out, "hf")
+    assert digests(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    statuses = query(released_workspace, "SELECT status FROM runs WHERE command LIKE '%export%'")
+    assert sorted(s for (s,) in statuses) == ["failed", "finished"]
+
+
+def test_hf_leaves_out_an_empty_split(verified_workspace: Path, tmp_path: Path) -> None:
+    import datasets
+
+    from tests.release.conftest import build_release
+
+    build_release(verified_workspace, name="all_sft", rule="pass")
+    out = tmp_path / "hf"
+    report = export(verified_workspace, out, "hf", name="all_sft")
+    assert report.rows == {"sft": 8, "rl": 0}  # no RL split: arxiv/a1 stays
+    loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
+    assert set(loaded) == {"sft"} and loaded["sft"].num_rows == 8
+    assert sorted(report.files) == ["README.md", "data/sft-00000-of-00001.parquet"]

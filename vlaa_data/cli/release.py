@@ -1,0 +1,301 @@
+"""``filter aha``, ``filter ppl``, ``split``, ``export`` and ``push``: curating and publishing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from vlaa_data.cli.app import Json, Workspace_, app, new_table, out, print_json
+from vlaa_data.errors import VlaaError
+
+filter_app = typer.Typer(
+    help="Score samples (aha moments, perplexity) for split to use.", no_args_is_help=True
+)
+app.add_typer(filter_app, name="filter")
+
+Sources = Annotated[
+    list[str] | None, typer.Option("--source", help="Only these sources (repeatable).")
+]
+
+
+def _command() -> str:
+    return "vlaa-data " + " ".join(sys.argv[1:])
+
+
+@filter_app.command("aha")
+def filter_aha(
+    keywords: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated keywords [default: the paper's eight]."),
+    ] = None,
+    match: Annotated[
+        str, typer.Option(help="substring (the paper's) or word (whole words only).")
+    ] = "substring",
+    scope: Annotated[
+        str, typer.Option(help="all (reasoning and answer, the paper's), reasoning or answer.")
+    ] = "all",
+    source: Sources = None,
+    json_: Json = False,
+    workspace: Workspace_ = None,
+) -> None:
+    """Count aha moments (self-reflective keywords) in each sample's current text.
+
+    The count and the keywords hit are stored as score "aha"; a rerun replaces them. split's
+    default rule sends samples with an aha moment to RL, the others to SFT.
+
+    Example: vlaa-data filter aha --match word --scope reasoning
+    """
+    from vlaa_data.filters.aha import PAPER_KEYWORDS, AhaOptions, run_aha
+    from vlaa_data.workspace import Workspace
+
+    options = AhaOptions(
+        keywords=keywords.split(",") if keywords else PAPER_KEYWORDS,
+        match=match,
+        scope=scope,
+        sources=source or (),
+        command=_command(),
+    )
+    with Workspace.open(workspace, write=True) as ws:
+        report = run_aha(ws, options)
+    if json_:
+        print_json(report.to_dict())
+        return
+    share = report.with_aha / report.scored if report.scored else 0.0
+    out.print(f"{report.scored} samples scored, {report.with_aha} with an aha moment ({share:.1%})")
+    if report.keywords:
+        table = new_table("samples per keyword", "keyword", "samples>")
+        for keyword, n in report.keywords.most_common():
+            table.add_row(Text(keyword), str(n))
+        out.print(table)
+
+
+@filter_app.command("ppl")
+def filter_ppl(
+    model: Annotated[
+        list[str], typer.Option("--model", help="A model path or Hub id (repeatable: averaged).")
+    ],
+    target: Annotated[
+        str, typer.Option(help="response (reasoning and answer) or answer.")
+    ] = "response",
+    batch_size: Annotated[int, typer.Option(min=1, help="Samples per forward pass.")] = 8,
+    backend: Annotated[str, typer.Option(help="transformers, or vllm on a GPU.")] = "transformers",
+    device: Annotated[
+        str | None, typer.Option(help="cuda, cpu, ... [default: cuda when available].")
+    ] = None,
+    source: Sources = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Score at most N samples.")] = None,
+    redo: Annotated[bool, typer.Option(help="Score again samples already scored.")] = False,
+    json_: Json = False,
+    workspace: Workspace_ = None,
+) -> None:
+    """Perplexity of each sample's response under one or more VLMs, given image and question.
+
+    Stored as score "ppl:MODEL" per model (samples_view.ppl is their average); resumable:
+    a rerun scores only what is missing. split --ppl-top K keeps the K hardest SFT samples.
+
+    Example: vlaa-data filter ppl --model Qwen/Qwen2-VL-2B-Instruct --model ./my-vlm
+    """
+    from vlaa_data.filters.ppl import PplOptions, run_ppl
+    from vlaa_data.workspace import Workspace
+
+    options = PplOptions(
+        models=model,
+        target=target,
+        batch_size=batch_size,
+        sources=source or [],
+        limit=limit,
+        redo=redo,
+        backend=backend,
+        device=device,
+        command=_command(),
+    )
+    with Workspace.open(workspace, write=True) as ws:
+        report = run_ppl(ws, options)
+    if json_:
+        print_json(report.to_dict())
+        return
+    table = new_table("perplexity", "model", "score", "scored>", "failed>", "tokens/s>", "mean>")
+    for entry in report.to_dict()["models"]:
+        mean = "-" if entry["mean_ppl"] is None else f"{entry['mean_ppl']:.2f}"
+        speed = "-" if entry["tokens_per_s"] is None else f"{entry['tokens_per_s']:,.0f}"
+        table.add_row(
+            Text(entry["model"]),
+            Text(entry["score"]),
+            str(entry["scored"]),
+            str(entry["failed"]),
+            speed,
+            mean,
+        )
+    out.print(table)
+    for failure in report.failures[:10]:
+        out.print(Text(f"failed: {failure['sample_id']} ({failure['reason']})"))
+
+
+def _quotas(values: list[str] | None, flag: str) -> dict[str, int]:
+    quotas = {}
+    for value in values or []:
+        source, sep, n = value.rpartition("=")
+        if not sep or not source or not n.isdigit():
+            raise VlaaError(f"{flag} {value!r}: expected SOURCE=N")
+        quotas[source] = int(n)
+    return quotas
+
+
+@app.command()
+def split(
+    name: Annotated[str, typer.Option(help="The release's name.")] = "default",
+    rule: Annotated[
+        str, typer.Option(help="aha (the paper's: aha moment -> RL, else SFT) or pass (all SFT).")
+    ] = "aha",
+    rl_quota: Annotated[
+        list[str] | None, typer.Option(help="SOURCE=N: at most N RL samples of SOURCE.")
+    ] = None,
+    sft_quota: Annotated[
+        list[str] | None, typer.Option(help="SOURCE=N: at most N SFT samples of SOURCE.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the order quotas choose in.")] = 0,
+    where: Annotated[
+        str | None, typer.Option(help='A SQL predicate over samples_view, e.g. "ppl < 50".')
+    ] = None,
+    ppl_top: Annotated[
+        int | None, typer.Option(min=0, help="Keep the K highest-PPL SFT samples.")
+    ] = None,
+    replace: Annotated[bool, typer.Option(help="Rebuild a release that exists.")] = False,
+    json_: Json = False,
+    workspace: Workspace_ = None,
+) -> None:
+    """Split verified samples into a named release: SFT and RL, disjoint, no image in both.
+
+    The release keeps its parameters and, for every sample considered, its split and why
+    (table release_samples); the same command on the same workspace rebuilds it exactly.
+
+    Example: vlaa-data split --name v2 --rl-quota clevr_math=2000 --where "reasoning_tokens < 2000"
+    """
+    from vlaa_data.steps.split import SplitOptions, run_split
+    from vlaa_data.workspace import Workspace
+
+    options = SplitOptions(
+        name=name,
+        rule=rule,
+        rl_quota=_quotas(rl_quota, "--rl-quota"),
+        sft_quota=_quotas(sft_quota, "--sft-quota"),
+        seed=seed,
+        where=where,
+        ppl_top=ppl_top,
+        replace=replace,
+        command=_command(),
+    )
+    with Workspace.open(workspace, write=True) as ws:
+        report = run_split(ws, options)
+    if json_:
+        print_json(report.to_dict())
+        return
+    table = new_table(f"release {report.name}", "source", "sft>", "rl>")
+    for source, counts in report.by_source.items():
+        table.add_row(Text(source), str(counts["sft"]), str(counts["rl"]))
+    table.add_section()
+    table.add_row("total", str(report.counts["sft"]), str(report.counts["rl"]))
+    out.print(table)
+    if report.excluded:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(report.excluded.items()))
+        out.print(Text(f"excluded: {reasons}"))
+
+
+@app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="The release to export.")],
+    format_: Annotated[
+        str, typer.Option("--format", help="hf (parquet for datasets/TRL), vlaa-json or sharegpt.")
+    ] = "hf",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="The folder to write [default: WORKSPACE/releases/NAME/FORMAT]."
+        ),
+    ] = None,
+    shard_rows: Annotated[int, typer.Option(min=1, help="Rows per parquet shard (hf).")] = 5000,
+    json_: Json = False,
+    workspace: Workspace_ = None,
+) -> None:
+    """Write a release to disk: the same release always gives byte-identical files.
+
+    hf: parquet shards with images embedded and a dataset card; datasets.load_dataset(DIR)
+    loads splits sft and rl. vlaa-json: the published VLAA-Thinking files and images.
+    sharegpt: LLaMA-Factory's layout with dataset_info.json.
+
+    Example: vlaa-data export v1 --format hf --out ./vlaa-v1
+    """
+    from vlaa_data.release.export import default_out, export_release
+    from vlaa_data.workspace import Workspace
+
+    with Workspace.open(workspace, write=True) as ws:
+        target = out_dir or default_out(ws, name, format_)
+        report = export_release(
+            ws, name, format_, target, shard_rows=shard_rows, command=_command()
+        )
+        if format_ == "hf":
+            _write_card(ws, name, target)
+    if json_:
+        print_json(report.to_dict())
+        return
+    rows = ", ".join(f"{n} {split}" for split, n in report.rows.items())
+    out.print(Text(f"release {name} written to {report.out} ({format_}: {rows})"))
+
+
+def _write_card(ws: object, name: str, target: Path, repo_id: str | None = None) -> None:
+    from vlaa_data.release.card import write_card
+    from vlaa_data.release.formats import hf_configs_yaml, hf_splits
+
+    write_card(
+        ws, name, target, fmt="hf", configs=hf_configs_yaml(hf_splits(target)), repo_id=repo_id
+    )
+
+
+@app.command()
+def push(
+    name: Annotated[str, typer.Argument(help="The release to publish.")],
+    repo_id: Annotated[str, typer.Argument(help="The dataset repo, e.g. USER/vlaa-thinking-mine.")],
+    version: Annotated[
+        str | None, typer.Option(help="The tag to give this version [default: NAME].")
+    ] = None,
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="List every file that would be uploaded; send nothing.")
+    ] = False,
+    json_: Json = False,
+    workspace: Workspace_ = None,
+) -> None:
+    """Export a release (hf format, with its card) and upload it to the Hub in one commit.
+
+    The token comes from HF_TOKEN or `hf auth login`; it is never printed or stored. The
+    version is tagged, and repo, commit and tag are recorded in the workspace; a failed push
+    can be run again.
+
+    Example: HF_TOKEN=... vlaa-data push v2 me/vlaa-thinking-mine --version v2 --private
+    """
+    from vlaa_data.release.export import default_out, export_release
+    from vlaa_data.release.push import push_release
+    from vlaa_data.workspace import Workspace
+
+    with Workspace.open(workspace, write=True) as ws:
+        folder = default_out(ws, name, "hf")
+        export_release(ws, name, "hf", folder, command=_command())
+        _write_card(ws, name, folder, repo_id=repo_id)
+        report = push_release(
+            ws, name, repo_id, folder, version=version, private=private, dry_run=dry_run
+        )
+    if json_:
+        print_json(report.to_dict())
+        return
+    table = new_table(f"{'would upload' if dry_run else 'uploaded'} to {repo_id}", "file", "bytes>")
+    for file in report.files:
+        table.add_row(Text(file.path), f"{file.size:,}")
+    out.print(table)
+    if dry_run:
+        out.print(Text(f"dry run: commit {report.message!r}, tag {report.tag}; nothing sent"))
+    else:
+        out.print(Text(f"commit {report.commit} tagged {report.tag}: {report.commit_url}"))

@@ -1,0 +1,1 @@
+"""Filters that score samples (aha moments, perplexity) without changing them."""

@@ -1,0 +1,1 @@
+"""Releases: export, dataset card, Hub push."""

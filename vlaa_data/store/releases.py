@@ -1,0 +1,259 @@
+"""SQL of the filters and releases: scores, ``samples_view``, named splits and their exports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from vlaa_data.errors import QueryError
+
+__all__ = ["ReleaseQueries", "ReleaseRow", "ScoredText"]
+
+
+@dataclass(frozen=True)
+class ScoredText:
+    """A sample's current reasoning and answer, as the filters read them."""
+
+    sample_id: str
+    source: str
+    result_id: int  # the rewrite (or distill) result holding the text
+    reasoning: str
+    response: str
+    question: str
+    image_path: str
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    """One sample of a release with everything an export writes."""
+
+    sample_id: str
+    split: str  # sft | rl
+    position: int
+    source: str
+    source_id: str
+    question: str
+    gold: str
+    reward_type: str
+    context: dict[str, Any]
+    image_sha: str
+    image_path: str  # relative to the workspace
+    width: int
+    height: int
+    caption: str | None
+    reasoning: str
+    response: str
+    verdict: str | None
+    verify_method: str | None
+    aha_count: int | None
+    ppl: float | None
+
+
+class ReleaseQueries:
+    """Mixed into ``Store``; expects ``self.con`` and ``self._insert``."""
+
+    con: duckdb.DuckDBPyConnection
+    _insert: Any
+
+    def scored_texts(
+        self, *, sources: Sequence[str] = (), missing: str | None = None
+    ) -> list[ScoredText]:
+        """Samples with a current text; with ``missing``, only those without that score for it."""
+        return [
+            t for batch in self.iter_scored_texts(sources=sources, missing=missing) for t in batch
+        ]
+
+    def iter_scored_texts(
+        self, *, sources: Sequence[str] = (), missing: str | None = None, batch: int = 20_000
+    ) -> Iterator[list[ScoredText]]:
+        """``scored_texts`` a batch at a time, read through a cursor of its own so that the
+        caller may write between batches and never holds every text in memory."""
+        where, params = ["v.text_result_id IS NOT NULL"], []
+        if sources:
+            where.append(f"v.source IN ({', '.join('?' * len(sources))})")
+            params.extend(sources)
+        if missing is not None:
+            where.append(
+                "NOT EXISTS (SELECT 1 FROM scores sc WHERE sc.sample_id = v.id "
+                "AND sc.name = ? AND sc.result_id = v.text_result_id)"
+            )
+            params.append(missing)
+        cursor = self.con.cursor()
+        try:
+            cursor.execute(
+                "SELECT v.id, v.source, v.text_result_id, coalesce(v.reasoning, ''), "
+                "coalesce(v.response, ''), v.question, i.path "
+                "FROM samples_view v JOIN images i ON i.sha = v.image_sha "
+                f"WHERE {' AND '.join(where)} ORDER BY v.id",
+                params,
+            )
+            while rows := cursor.fetchmany(batch):
+                yield [ScoredText(*row) for row in rows]
+        finally:
+            cursor.close()
+
+    def write_scores(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert or replace scores: keys sample_id, name, value, detail, result_id, run_id."""
+        if not rows:
+            return
+        rows = [{**r, "detail": json.dumps(r.get("detail"), ensure_ascii=False)} for r in rows]
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self._insert(
+                "scores",
+                rows,
+                conflict="(sample_id, name) DO UPDATE SET value = excluded.value, "
+                "detail = excluded.detail, result_id = excluded.result_id, "
+                "run_id = excluded.run_id, created_at = now()",
+            )
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def view_rows(self, columns: Sequence[str], where: str | None = None) -> list[tuple[Any, ...]]:
+        """``columns`` of ``samples_view`` for the rows ``where`` (user SQL) keeps, by id."""
+        sql = f"SELECT {', '.join(columns)} FROM samples_view"
+        if where:
+            sql += f" WHERE ({where})"
+            _only_one_select(self.con, sql, where)
+        try:
+            return self.con.execute(sql + " ORDER BY id").fetchall()
+        except duckdb.Error as exc:
+            raise QueryError(f"--where {where!r}: {str(exc).splitlines()[0]}") from exc
+
+    def sample_sources(self) -> list[str]:
+        return [r[0] for r in self.con.execute("SELECT DISTINCT source FROM samples").fetchall()]
+
+    def release_names(self) -> list[str]:
+        return [
+            r[0] for r in self.con.execute("SELECT name FROM releases ORDER BY name").fetchall()
+        ]
+
+    def release_params(self, name: str) -> dict[str, Any] | None:
+        row = self.con.execute("SELECT params FROM releases WHERE name = ?", [name]).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def save_release(
+        self,
+        name: str,
+        *,
+        params: dict[str, Any],
+        counts: dict[str, Any],
+        members: Sequence[dict[str, Any]],
+        run_id: str,
+    ) -> None:
+        """Write (or replace) a release and where each considered sample went, at once."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.execute("DELETE FROM release_samples WHERE release = ?", [name])
+            self.con.execute("DELETE FROM releases WHERE name = ?", [name])
+            self.con.execute(
+                "INSERT INTO releases (name, params, counts, run_id) VALUES (?, ?, ?, ?)",
+                [name, json.dumps(params, sort_keys=True), json.dumps(counts), run_id],
+            )
+            if members:
+                self._insert("release_samples", [{"release": name, **m} for m in members])
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def release_counts(self) -> dict[str, dict[str, int]]:
+        """``{name: {"sft": n, "rl": n}}`` for every release."""
+        counts: dict[str, dict[str, int]] = {
+            name: {"sft": 0, "rl": 0} for name in self.release_names()
+        }
+        for name, split, n in self.con.execute(
+            "SELECT release, split, count(*) FROM release_samples "
+            "WHERE split IN ('sft', 'rl') GROUP BY ALL"
+        ).fetchall():
+            counts[name][split] = n
+        return counts
+
+    def latest_release_places(self) -> list[tuple[str, str, str, int]]:
+        """(source, split, why, samples) of the most recent release: the split step's state."""
+        return self.con.execute(
+            "SELECT s.source, m.split, m.why, count(*) FROM release_samples m "
+            "JOIN samples s ON s.id = m.sample_id "
+            "WHERE m.release = (SELECT name FROM releases ORDER BY created_at DESC LIMIT 1) "
+            "GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+
+    def release_rows(self, name: str, split: str) -> list[ReleaseRow]:
+        """The samples of one split of a release, in the release's order.
+
+        The text is the one the release recorded (``text_result_id``), so an export of the same
+        release is the same even after a later rewrite; scores are those of that text.
+        """
+        rows = self.con.execute(
+            """
+            SELECT m.sample_id, m.split, m.position, s.source, s.source_id, s.question,
+                   s.answer, s.reward_type, s.context, s.image_sha, i.path, i.width, i.height,
+                   cap.output->>'caption', t.output->>'reasoning', t.output->>'answer',
+                   v.output->>'verdict', v.method, aha.value,
+                   (SELECT avg(p.value) FROM scores p WHERE p.sample_id = m.sample_id
+                        AND p.name LIKE 'ppl:%' AND p.result_id = m.text_result_id)
+            FROM release_samples m
+            JOIN samples s ON s.id = m.sample_id
+            JOIN images i ON i.sha = s.image_sha
+            JOIN results t ON t.id = m.text_result_id
+            LEFT JOIN latest_results cap
+                ON cap.sample_id = m.sample_id AND cap.step = 'caption' AND cap.status = 'done'
+            LEFT JOIN latest_results v
+                ON v.sample_id = m.sample_id AND v.step = 'verify' AND v.parent_id = t.id
+            LEFT JOIN scores aha ON aha.sample_id = m.sample_id AND aha.name = 'aha'
+                AND aha.result_id = m.text_result_id
+            WHERE m.release = ? AND m.split = ?
+            ORDER BY m.position
+            """,
+            [name, split],
+        ).fetchall()
+        return [
+            ReleaseRow(
+                *row[:8],
+                json.loads(row[8]) if row[8] else {},
+                *row[9:13],
+                row[13],
+                row[14] or "",
+                row[15] or "",
+                row[16],
+                row[17],
+                None if row[18] is None else int(row[18]),
+                row[19],
+            )
+            for row in rows
+        ]
+
+    def record_release_event(
+        self,
+        release: str,
+        *,
+        kind: str,
+        target: str,
+        run_id: str,
+        format: str | None = None,
+        revision: str | None = None,
+        tag: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self.con.execute(
+            "INSERT INTO release_events "
+            "(release, kind, target, format, revision, tag, detail, run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [release, kind, target, format, revision, tag, json.dumps(detail or {}), run_id],
+        )
+
+
+def _only_one_select(con: duckdb.DuckDBPyConnection, sql: str, where: str) -> None:
+    """A predicate that smuggles in a second statement is refused before anything runs."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"--where {where!r}: {str(exc).splitlines()[0]}") from exc
+    if len(statements) != 1 or statements[0].type.name != "SELECT":
+        raise QueryError(f"--where {where!r}: must be one predicate over samples_view")
