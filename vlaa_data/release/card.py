@@ -21,13 +21,13 @@ import yaml
 
 from vlaa_data import __version__
 from vlaa_data.errors import VlaaError
+from vlaa_data.release.formats import SPLITS
 from vlaa_data.status import build_status
 from vlaa_data.store.releases import ReleaseRow
 from vlaa_data.workspace import Workspace
 
-__all__ = ["SPLITS", "CardFacts", "card_facts", "render_card", "size_category", "write_card"]
+__all__ = ["CardFacts", "card_facts", "render_card", "size_category", "write_card"]
 
-SPLITS = ("sft", "rl")
 STEP_COLUMNS = {  # table heading -> status step whose "done" count it shows
     "collected": "collect",
     "captioned": "caption",
