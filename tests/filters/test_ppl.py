@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from vlaa_data.chat_format import SYSTEM_PROMPT, assistant_text
 from vlaa_data.errors import VlaaError
@@ -72,9 +74,6 @@ def _hand_ppl(root: Path, model_dir: Path) -> dict[str, float]:
     counts = (labels[:, 1:] != -100).sum(dim=1)
     means = losses.sum(dim=1) / counts
     return {t.sample_id: math.exp(m) for t, m in zip(texts, means.tolist(), strict=True)}
-
-
-from PIL import Image  # noqa: E402 - after the importorskips
 
 
 def test_ppl_equals_a_hand_computation(text_workspace: Path, tiny_vlm: Path) -> None:
@@ -194,3 +193,53 @@ def test_bad_options_and_missing_vllm_are_user_errors(text_workspace: Path, tiny
     except ImportError:
         with pytest.raises(VlaaError, match=r"vlaa-data\[gpu\]"):
             _ppl(text_workspace, tiny_vlm, backend="vllm")
+
+
+def test_vllm_backend_reads_the_assistant_tokens_prompt_logprobs(
+    text_workspace: Path, tiny_vlm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM is not installed here: a stand-in engine gives prompt log-probabilities computed by
+    the tiny model, in vLLM's shapes, and the filter must pick out the assistant tokens'."""
+    import types
+    from dataclasses import dataclass
+
+    from vlaa_data.hf import load_model_and_processor
+
+    model, processor = load_model_and_processor(tiny_vlm, device="cpu")
+
+    @dataclass
+    class Logprob:
+        logprob: float
+
+    class LLM:
+        def __init__(self, model: str, **kwargs) -> None:
+            assert model == str(tiny_vlm) and kwargs == {"enable_prefix_caching": False}
+
+        def generate(self, prompts, params, use_tqdm):
+            assert params == {"max_tokens": 1, "prompt_logprobs": 1}
+            outputs = []
+            for prompt in prompts:
+                image = prompt["multi_modal_data"]["image"]
+                inputs = processor(text=[prompt["prompt"]], images=[image], return_tensors="pt")
+                ids = inputs["input_ids"][0]
+                with torch.no_grad():
+                    logprobs = model(**inputs).logits[0].float().log_softmax(-1)
+                prompt_logprobs = [None] + [
+                    {int(t): Logprob(float(logprobs[i, t])), -1: Logprob(0.0)}
+                    for i, t in enumerate(ids[1:].tolist())
+                ]
+                outputs.append(
+                    types.SimpleNamespace(
+                        prompt_token_ids=ids.tolist(), prompt_logprobs=prompt_logprobs
+                    )
+                )
+            return outputs
+
+    fake = types.SimpleNamespace(LLM=LLM, SamplingParams=lambda **params: params)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    _, expected = _ppl(text_workspace, tiny_vlm)
+    report, scores = _ppl(text_workspace, tiny_vlm, backend="vllm", redo=True)
+    assert report["models"][0]["scored"] == 6
+    for sample_id, (value, detail) in expected.items():
+        assert scores[sample_id][0] == pytest.approx(value, rel=1e-4)
+        assert scores[sample_id][1]["tokens"] == detail["tokens"]

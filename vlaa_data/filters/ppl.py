@@ -10,7 +10,7 @@ scores, the paper's average over models.
 
 Samples go in batches sorted by length (longest first, so running out of memory shows at once),
 and each batch's scores are written as soon as it is done: a rerun scores only what is missing.
-While the model runs a batch, a thread opens and processes the images of the next one.
+On a GPU, a thread opens and processes the images of the next batch while the model runs.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ _VLLM_CHUNK = 256  # samples per vLLM call at least: it schedules its own batche
 
 @dataclass
 class PplOptions:
+    """What ``vlaa-data filter ppl`` is asked to do; see the module docstring."""
+
     models: list[str] = field(default_factory=list)  # local folders or Hub ids
     target: str = "response"
     batch_size: int = 8
@@ -80,6 +82,8 @@ class ModelReport:
 
 @dataclass
 class PplReport:
+    """A run: one ``ModelReport`` per model, and the samples that could not be scored."""
+
     run_id: str | None = None
     models: list[ModelReport] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)  # model, sample_id, reason
@@ -336,8 +340,9 @@ def _vllm(model_id: str, options: PplOptions, root: Path) -> _Backend:
     vllm = require("vllm", "gpu", "filter ppl --backend vllm")
     processor = load_processor(model_id)
     engine = vllm.LLM(model=model_id, enable_prefix_caching=False)
-    # prompt_logprobs=0: the log-probability of each prompt token itself, no alternatives.
-    params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0)
+    # Each prompt token's log-probability comes with its top alternative (vLLM always adds the
+    # token itself); prefix caching is off above, as prompt log-probabilities need the full pass.
+    params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=1)
 
     def prepare(batch: list[_Item]) -> list[dict[str, Any]]:
         return [
