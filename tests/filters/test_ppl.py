@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import math
 import os
@@ -235,7 +236,9 @@ def test_vllm_backend_reads_the_assistant_tokens_prompt_logprobs(
                 )
             return outputs
 
-    fake = types.SimpleNamespace(LLM=LLM, SamplingParams=lambda **params: params)
+    fake = types.ModuleType("vllm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    fake.LLM, fake.SamplingParams = LLM, lambda **params: params
     monkeypatch.setitem(sys.modules, "vllm", fake)
     _, expected = _ppl(text_workspace, tiny_vlm)
     report, scores = _ppl(text_workspace, tiny_vlm, backend="vllm", redo=True)

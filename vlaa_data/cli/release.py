@@ -87,7 +87,9 @@ def filter_ppl(
         str | None, typer.Option(help="cuda, cpu, ... [default: cuda when available].")
     ] = None,
     source: Sources = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Score at most N samples.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Score at most N samples per model.")
+    ] = None,
     redo: Annotated[bool, typer.Option(help="Score again samples already scored.")] = False,
     json_: Json = False,
     workspace: Workspace_ = None,

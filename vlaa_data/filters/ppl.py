@@ -16,6 +16,7 @@ On a GPU, a thread opens and processes the images of the next batch while the mo
 from __future__ import annotations
 
 import gc
+import importlib.util
 import math
 import sys
 import time
@@ -133,7 +134,8 @@ def run_ppl(
     started, status = time.monotonic(), "failed"
     try:
         for model in options.models:
-            stats = ModelReport(str(model), score_name(model, options.target))
+            name = str(model).rstrip("/")
+            stats = ModelReport(name, score_name(name, options.target))
             report.models.append(stats)
             _score_model(ws, options, report, stats, on_progress)
             _release_memory()
@@ -156,6 +158,11 @@ def _check(options: PplOptions) -> None:
         raise VlaaError(f"backend: {options.backend!r} is not one of {', '.join(BACKENDS)}")
     if options.batch_size < 1:
         raise VlaaError(f"batch_size: must be at least 1, got {options.batch_size}")
+    # A missing package fails now, not after the first model's samples were selected; vllm and
+    # the train extra both bring transformers.
+    module, extra = ("vllm", "gpu") if options.backend == "vllm" else ("torch", "train")
+    if importlib.util.find_spec(module) is None:
+        raise VlaaError(f"filter ppl needs {module}: pip install 'vlaa-data[{extra}]'")
 
 
 def _score_model(
