@@ -134,24 +134,33 @@ def _peak_rss_mb() -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=200_000)
+    parser.add_argument(
+        "--workspace",
+        type=Path,
+        help="build into this folder and keep it; a folder already built is reused",
+    )
     parser.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build_into:
         build(args.build_into, args.samples)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        root = init_workspace(Path(tmp) / "ws")
-        started = time.monotonic()
-        # In a process of its own, so that the peak RSS below is the stages' alone.
-        command = [sys.executable, __file__, "--samples", str(args.samples), "--build-into"]
-        subprocess.run([*command, str(root)], check=True)
-        print(f"built {args.samples:,} samples in {time.monotonic() - started:.0f} s (not timed)")
+        root = args.workspace or Path(tmp) / "ws"
+        if not (root / "vlaa.toml").exists():
+            init_workspace(root)
+            started = time.monotonic()
+            # In a process of its own, so that the peak RSS below is the stages' alone.
+            command = [sys.executable, __file__, "--samples", str(args.samples), "--build-into"]
+            subprocess.run([*command, str(root)], check=True)
+            seconds = time.monotonic() - started
+            print(f"built {args.samples:,} samples in {seconds:.0f} s (not timed)")
         print(f"{'stage':<14}{'seconds':>9}{'peak RSS MB':>14}")
         total = 0.0
         with Workspace.open(root, write=True) as ws:
+            print(f"store memory_limit {ws.settings.store.memory_limit}")
             for stage, run in (
                 ("filter aha", lambda: run_aha(ws, AhaOptions())),
-                ("split", lambda: run_split(ws, SplitOptions(name="v1"))),
+                ("split", lambda: run_split(ws, SplitOptions(name="v1", replace=True))),
                 ("export hf", lambda: export_release(ws, "v1", "hf", Path(tmp) / "out")),
             ):
                 started = time.monotonic()

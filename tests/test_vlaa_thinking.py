@@ -104,3 +104,17 @@ def test_reimport_adds_no_duplicate_results(workspace: Path, tmp_path: Path) -> 
     run_collect(workspace, "vlaa-thinking", str(path), images=images)
     run_collect(workspace, "vlaa-thinking", str(path), images=images)
     assert query(workspace, "SELECT count(*) FROM results") == [(6,)]
+
+
+def test_meta_reward_type_is_kept_and_a_bad_one_ignored(workspace: Path, tmp_path: Path) -> None:
+    path, images = _layout(tmp_path)
+    records = [dict(r) for r in RECORDS]
+    records[0]["meta"] = {"source": "clevr_math", "reward_type": "math"}  # origin says digit
+    records[1]["meta"] = {"reward_type": "bogus"}
+    path.write_text(json.dumps(records))
+    run_collect(workspace, "vlaa-thinking", str(path), images=images)
+    types = query(workspace, "SELECT source_id, reward_type FROM samples ORDER BY source_id")
+    assert types == [
+        ("clevr_math-CLEVR_train_000012", "math"),
+        ("geoqa170k-geoqa_plus-2905", "choice"),
+    ]

@@ -64,3 +64,23 @@ def test_broken_toml_is_a_one_line_error(tmp_path: Path) -> None:
     config.write_text("[collect\n")
     with pytest.raises(SettingsError, match="not valid TOML"):
         load_settings(config)
+
+
+def test_store_settings_reach_the_database(tmp_path: Path, monkeypatch) -> None:
+    root = init_workspace(tmp_path / "ws")
+    with Workspace.open(root, write=False) as ws:  # the default written by init
+        limit = ws.store.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        assert limit == "953.6 MiB"  # DuckDB shows 1GB in MiB
+    (root / "vlaa.toml").write_text('[store]\nmemory_limit = "512MB"\nthreads = 1\n')
+    with Workspace.open(root, write=True) as ws:
+        limit, threads = ws.store.con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('threads')"
+        ).fetchone()
+        assert (limit, threads) == ("488.2 MiB", 1)
+
+
+def test_a_memory_limit_that_is_not_a_size_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "vlaa.toml"
+    config.write_text('[store]\nmemory_limit = "lots"\n')
+    with pytest.raises(SettingsError, match=r"store\.memory_limit"):
+        load_settings(config)

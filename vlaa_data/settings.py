@@ -27,6 +27,7 @@ __all__ = [
     "RewriteSettings",
     "Settings",
     "StepSettings",
+    "StoreSettings",
     "VerifySettings",
     "load_settings",
 ]
@@ -54,6 +55,15 @@ class LlmSettings(_Section):
     flush_s: float = Field(0.01, gt=0, description="a reply is written within this time")
 
 
+class StoreSettings(_Section):
+    # DuckDB's own default is 80% of RAM, which its buffer cache fills while a large release
+    # is read; queries past the limit spill to a temporary folder beside the database.
+    memory_limit: str = Field(
+        "1GB", pattern=r"(?i)^\s*\d+(\.\d+)?\s*[KMGT]i?B\s*$", description="DuckDB memory limit"
+    )
+    threads: int = Field(0, ge=0, description="DuckDB threads (0 = one per core)")
+
+
 class StepSettings(_Section):
     model: str = Field(description="preset name or raw model id")
     base_url: str | None = None
@@ -75,11 +85,13 @@ class VerifySettings(StepSettings):
 
 class Settings(_Section):
     collect: CollectSettings = Field(default_factory=CollectSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     caption: StepSettings = Field(default_factory=lambda: StepSettings(model="gpt-4o"))
     distill: StepSettings = Field(default_factory=lambda: StepSettings(model="deepseek-r1"))
     rewrite: RewriteSettings = Field(default_factory=lambda: RewriteSettings(model="gpt-3.5-turbo"))
     verify: VerifySettings = Field(default_factory=lambda: VerifySettings(model="gpt-3.5-turbo"))
+    aha: StepSettings = Field(default_factory=lambda: StepSettings(model="gpt-4o-mini"))
     # [presets.NAME] tables: validated by vlaa_data.llm.presets when a step resolves a model
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -97,6 +109,12 @@ max_image_bytes = 67_108_864
 batch_size = 1000
 # Processes that decode and validate images (0 = one per core).
 workers = 0
+
+[store]
+# The database's memory limit (e.g. "512MB", "4GB"); larger queries spill to disk beside it.
+memory_limit = "1GB"
+# Threads the database may use (0 = one per core).
+threads = 0
 
 [llm]
 # Requests in flight at once, and optional per-minute limits (uncomment to set).
@@ -133,6 +151,11 @@ iou_threshold = 0.5
 # Seconds one Math-Verify check may take, and its processes (0 = one per core).
 math_deadline_s = 2.0
 math_workers = 0
+
+[aha]
+# The judge of `filter aha --method model`: is each keyword hit genuine self-correction?
+model = "gpt-4o-mini"
+# budget_usd = 5
 
 # Add or override model presets, e.g. a self-hosted R1 behind vLLM:
 # [presets.my-r1]

@@ -71,7 +71,12 @@ class Workspace:
             lock = WriterLock(root / LOCK_NAME)
             lock.acquire()
         try:
-            store = Store(root / DB_NAME, read_only=not write)
+            store = Store(
+                root / DB_NAME,
+                read_only=not write,
+                memory_limit=settings.store.memory_limit,
+                threads=settings.store.threads,
+            )
             if write:
                 try:
                     # We hold the lock, so a run still marked running died without finishing,

@@ -34,7 +34,7 @@ def release_texts(workspace: Path, split: str) -> list[tuple[str, str, str, str]
     """(question, gold, reasoning, answer) of the release's split, in release order."""
     with Workspace.open(workspace, write=False) as ws:
         rows = ws.store.release_rows("v1", split)
-    return [(r.question, r.gold, r.reasoning, r.response) for r in rows]
+        return [(r.question, r.gold, r.reasoning, r.response) for r in rows]
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -109,6 +109,11 @@ def test_vlaa_json_reimports_through_the_importer(released_workspace: Path, tmp_
             [split],
         )
         assert sorted(reimported) == sorted(release_texts(released_workspace, split))
+    # meta.reward_type is read back, so each sample keeps the type it was verified with
+    original = dict(query(released_workspace, "SELECT question, reward_type FROM samples"))
+    types = query(fresh, "SELECT question, reward_type FROM samples")
+    assert len(types) == 7 and all(original[q] == t for q, t in types)
+    assert {"digit", "choice"} <= {t for _, t in types}
     records = json.loads((out / VLAA_JSON_FILES["sft"]).read_text())
     assert [r["id"] for r in records] == release_ids(released_workspace, "sft")
     record = next(r for r in records if r["id"] == "clevr/c1")
@@ -226,3 +231,21 @@ def test_hf_leaves_out_an_empty_split(verified_workspace: Path, tmp_path: Path) 
     loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
     assert set(loaded) == {"sft"} and loaded["sft"].num_rows == 8
     assert sorted(report.files) == ["README.md", "data/sft-00000-of-00001.parquet"]
+
+
+def test_release_rows_read_in_chunks_match_one_read(released_workspace: Path, monkeypatch) -> None:
+    from vlaa_data.store import releases
+
+    with Workspace.open(released_workspace, write=False) as ws:
+        rows = ws.store.release_rows("v1", "rl")
+        whole = ws.store.release_rows_at("v1", "rl", 0, len(rows))
+        monkeypatch.setattr(releases, "_CHUNK_ROWS", 3)  # 4 rows: two chunks
+        assert list(rows) == whole
+        assert rows[1:3] == whole[1:3] and rows[-1] == whole[-1]
+        assert [row.position for row in whole] == list(range(len(rows)))
+        assert all(row.verdict == "correct" for row in whole)
+        captions = dict(ws.store.con.execute("SELECT id, caption FROM samples_view").fetchall())
+        assert [row.caption for row in whole] == [captions[row.sample_id] for row in whole]
+        assert sum(row.caption is not None for row in whole) >= 3
+        with pytest.raises(IndexError):
+            rows[len(rows)]

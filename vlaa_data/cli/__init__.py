@@ -10,6 +10,7 @@ import sys
 
 from vlaa_data.cli import (  # noqa: F401  (registers the commands)
     collect,
+    filters,
     llm,
     release,
     reward,

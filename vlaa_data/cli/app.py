@@ -90,3 +90,8 @@ def new_table(title: str, *columns: str) -> Table:
         right = column.endswith(">")
         table.add_column(column.rstrip(">"), justify="right" if right else "left")
     return table
+
+
+def command_line() -> str:
+    """The command as the user typed it, for the runs table."""
+    return " ".join(["vlaa-data", *sys.argv[1:]])

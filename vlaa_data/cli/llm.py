@@ -151,9 +151,11 @@ def llm_command(
     *,
     extra: Callable[..., None] | None = None,
     drop: tuple[str, ...] = (),
+    group: typer.Typer | None = None,
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Register ``body(**flags)`` as command ``name`` with the shared LLM flags, less ``drop``,
-    plus (or overriding by name) the parameters of ``extra``'s signature."""
+    """Register ``body(**flags)`` as command ``name`` (of ``group``, else of the app) with the
+    shared LLM flags, less ``drop``, plus (or overriding by name) the parameters of ``extra``'s
+    signature."""
     shared = inspect.signature(_llm_flags, eval_str=True).parameters
     added = inspect.signature(extra, eval_str=True).parameters if extra else {}
     params = [p for n, p in shared.items() if n not in drop and n not in added]
@@ -166,7 +168,7 @@ def llm_command(
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__name__ = name.replace("-", "_")
-        app.command(name=name, help=help)(command)
+        (group or app).command(name=name, help=help)(command)
         return body
 
     return register

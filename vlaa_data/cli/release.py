@@ -1,140 +1,23 @@
-"""``filter aha``, ``filter ppl``, ``split``, ``export`` and ``push``: curating and publishing."""
+"""``split``, ``export`` and ``push``: curating a release and publishing it."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from vlaa_data.cli.app import Json, Workspace_, app, new_table, out, print_json
-from vlaa_data.errors import VlaaError
-
-filter_app = typer.Typer(
-    help="Score samples (aha moments, perplexity) for split to use.", no_args_is_help=True
+from vlaa_data.cli.app import (
+    Json,
+    Workspace_,
+    app,
+    command_line,
+    new_table,
+    out,
+    print_json,
 )
-app.add_typer(filter_app, name="filter")
-
-Sources = Annotated[
-    list[str] | None, typer.Option("--source", help="Only these sources (repeatable).")
-]
-
-
-def _command() -> str:
-    return "vlaa-data " + " ".join(sys.argv[1:])
-
-
-@filter_app.command("aha")
-def filter_aha(
-    keywords: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated keywords [default: the paper's eight]."),
-    ] = None,
-    match: Annotated[
-        str, typer.Option(help="substring (the paper's) or word (whole words only).")
-    ] = "substring",
-    scope: Annotated[
-        str, typer.Option(help="all (reasoning and answer, the paper's), reasoning or answer.")
-    ] = "all",
-    source: Sources = None,
-    json_: Json = False,
-    workspace: Workspace_ = None,
-) -> None:
-    """Count aha moments (self-reflective keywords) in each sample's current text.
-
-    The count and the keywords hit are stored as score "aha"; a rerun replaces them. split's
-    default rule sends samples with an aha moment to RL, the others to SFT.
-
-    Example: vlaa-data filter aha --match word --scope reasoning
-    """
-    from vlaa_data.filters.aha import PAPER_KEYWORDS, AhaOptions, run_aha
-    from vlaa_data.workspace import Workspace
-
-    options = AhaOptions(
-        keywords=keywords.split(",") if keywords else PAPER_KEYWORDS,
-        match=match,
-        scope=scope,
-        sources=source or (),
-        command=_command(),
-    )
-    with Workspace.open(workspace, write=True) as ws:
-        report = run_aha(ws, options)
-    if json_:
-        print_json(report.to_dict())
-        return
-    share = report.with_aha / report.scored if report.scored else 0.0
-    out.print(f"{report.scored} samples scored, {report.with_aha} with an aha moment ({share:.1%})")
-    if report.keywords:
-        table = new_table("samples per keyword", "keyword", "samples>")
-        for keyword, n in report.keywords.most_common():
-            table.add_row(Text(keyword), str(n))
-        out.print(table)
-
-
-@filter_app.command("ppl")
-def filter_ppl(
-    model: Annotated[
-        list[str], typer.Option("--model", help="A model path or Hub id (repeatable: averaged).")
-    ],
-    target: Annotated[
-        str, typer.Option(help="response (reasoning and answer) or answer.")
-    ] = "response",
-    batch_size: Annotated[int, typer.Option(min=1, help="Samples per forward pass.")] = 8,
-    backend: Annotated[str, typer.Option(help="transformers, or vllm on a GPU.")] = "transformers",
-    device: Annotated[
-        str | None, typer.Option(help="cuda, cpu, ... [default: cuda when available].")
-    ] = None,
-    source: Sources = None,
-    limit: Annotated[
-        int | None, typer.Option(min=1, help="Score at most N samples per model.")
-    ] = None,
-    redo: Annotated[bool, typer.Option(help="Score again samples already scored.")] = False,
-    json_: Json = False,
-    workspace: Workspace_ = None,
-) -> None:
-    """Perplexity of each sample's response under one or more VLMs, given image and question.
-
-    Stored as score "ppl:MODEL" per model (samples_view.ppl is their average); resumable:
-    a rerun scores only what is missing. split --ppl-top K keeps the K hardest SFT samples.
-
-    Example: vlaa-data filter ppl --model Qwen/Qwen2-VL-2B-Instruct --model ./my-vlm
-    """
-    from vlaa_data.filters.ppl import PplOptions, run_ppl
-    from vlaa_data.workspace import Workspace
-
-    options = PplOptions(
-        models=model,
-        target=target,
-        batch_size=batch_size,
-        sources=source or [],
-        limit=limit,
-        redo=redo,
-        backend=backend,
-        device=device,
-        command=_command(),
-    )
-    with Workspace.open(workspace, write=True) as ws:
-        report = run_ppl(ws, options)
-    if json_:
-        print_json(report.to_dict())
-        return
-    table = new_table("perplexity", "model", "score", "scored>", "failed>", "tokens/s>", "mean>")
-    for entry in report.to_dict()["models"]:
-        mean = "-" if entry["mean_ppl"] is None else f"{entry['mean_ppl']:.2f}"
-        speed = "-" if entry["tokens_per_s"] is None else f"{entry['tokens_per_s']:,.0f}"
-        table.add_row(
-            Text(entry["model"]),
-            Text(entry["score"]),
-            str(entry["scored"]),
-            str(entry["failed"]),
-            speed,
-            mean,
-        )
-    out.print(table)
-    for failure in report.failures[:10]:
-        out.print(Text(f"failed: {failure['sample_id']} ({failure['reason']})"))
+from vlaa_data.errors import VlaaError
 
 
 def _quotas(values: list[str] | None, flag: str) -> dict[str, int]:
@@ -152,6 +35,13 @@ def split(
     name: Annotated[str, typer.Option(help="The release's name.")] = "default",
     rule: Annotated[
         str, typer.Option(help="aha (the paper's: aha moment -> RL, else SFT) or pass (all SFT).")
+    ] = "aha",
+    aha_score: Annotated[
+        str,
+        typer.Option(
+            help="The aha rule's score: aha (keyword hits) or aha_model (hits a model judged "
+            "genuine; filter aha --method model)."
+        ),
     ] = "aha",
     rl_quota: Annotated[
         list[str] | None, typer.Option(help="SOURCE=N: at most N RL samples of SOURCE.")
@@ -183,13 +73,14 @@ def split(
     options = SplitOptions(
         name=name,
         rule=rule,
+        aha_score=aha_score,
         rl_quota=_quotas(rl_quota, "--rl-quota"),
         sft_quota=_quotas(sft_quota, "--sft-quota"),
         seed=seed,
         where=where,
         ppl_top=ppl_top,
         replace=replace,
-        command=_command(),
+        command=command_line(),
     )
     with Workspace.open(workspace, write=True) as ws:
         report = run_split(ws, options)
@@ -237,7 +128,7 @@ def export(
     with Workspace.open(workspace, write=True) as ws:
         target = out_dir or default_out(ws, name, format_)
         report = export_release(
-            ws, name, format_, target, shard_rows=shard_rows, command=_command()
+            ws, name, format_, target, shard_rows=shard_rows, command=command_line()
         )
         if format_ == "hf":
             _write_card(ws, name, target)
@@ -285,7 +176,7 @@ def push(
 
     with Workspace.open(workspace, write=True) as ws:
         folder = default_out(ws, name, "hf")
-        export_release(ws, name, "hf", folder, command=_command())
+        export_release(ws, name, "hf", folder, command=command_line())
         _write_card(ws, name, folder, repo_id=repo_id)
         report = push_release(
             ws, name, repo_id, folder, version=version, private=private, dry_run=dry_run

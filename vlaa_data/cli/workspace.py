@@ -78,10 +78,10 @@ def sql(
     json_: Json = False,
     workspace: Workspace_ = None,
 ) -> None:
-    """Run a read-only SQL query on the workspace (tables: samples, images, results,
-    current_results, collect_rejects, runs).
+    """Run a read-only SQL query on the workspace (samples_view, samples, images, results,
+    current_results, llm_calls, scores, releases, release_samples, collect_rejects, runs).
 
-    Example: vlaa-data sql "SELECT source, count(*) FROM samples GROUP BY source"
+    Example: vlaa-data sql "SELECT source, avg(reasoning_tokens) FROM samples_view GROUP BY 1"
     """
     from vlaa_data.workspace import Workspace
 

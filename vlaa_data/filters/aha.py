@@ -5,6 +5,7 @@ distilled text. Ours counts every hit and records which keywords hit, with the m
 (``substring``, the paper's, or ``word``: whole words only, so "check" no longer hits
 "checkered") and the scope (``all``, the paper's: reasoning and answer; ``reasoning``;
 ``answer``) as options. The count is stored as score ``aha`` of the sample's current text.
+``find_hits`` gives each occurrence's place, for the model judge (``filters.aha_model``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ __all__ = [
     "SCOPES",
     "AhaOptions",
     "AhaReport",
+    "Hit",
+    "checked_keywords",
     "find_aha",
+    "find_hits",
     "run_aha",
+    "scoped_text",
 ]
 
 PAPER_KEYWORDS = (
@@ -72,6 +77,15 @@ class AhaReport:
         }
 
 
+@dataclass(frozen=True)
+class Hit:
+    """One occurrence of a keyword: ``text[offset:end]`` (case aside) is the keyword."""
+
+    keyword: str
+    offset: int
+    end: int
+
+
 def find_aha(text: str, keywords: Sequence[str], match: str = "substring") -> dict[str, int]:
     """Occurrences of each keyword in ``text`` (lowercased); keywords that do not occur are
     left out."""
@@ -79,18 +93,52 @@ def find_aha(text: str, keywords: Sequence[str], match: str = "substring") -> di
 
 
 def _counter(keywords: Sequence[str], match: str):
-    if match not in MATCH_MODES:
-        raise VlaaError(f"unknown match mode {match!r} (choose from {', '.join(MATCH_MODES)})")
-    lowered = [k.lower() for k in keywords]
-    if match == "substring":
+    patterns = _patterns(keywords, match)
+    if match == "substring":  # str.count is several times faster than a pattern
+        lowered = [k.lower() for k in keywords]
         return lambda text: [text.lower().count(k) for k in lowered]
-    # Whole words: no letter, digit or underscore on either side, so "check" hits "check," and
-    # "(check)" but not "checkered" or "checking".
-    patterns = [re.compile(rf"(?<![\w]){re.escape(k)}(?![\w])") for k in lowered]
     return lambda text: [len(p.findall(text.lower())) for p in patterns]
 
 
-def _scoped(reasoning: str, response: str, scope: str) -> str:
+def find_hits(text: str, keywords: Sequence[str], match: str = "substring") -> list[Hit]:
+    """Every occurrence of each keyword in ``text``, in order of place. An occurrence inside a
+    longer keyword's ("check" in "double-check") is the same place and is left out."""
+    found = []
+    for keyword, pattern in zip(keywords, _patterns(keywords, match), strict=True):
+        # Matched without lowering the text, so that offsets are offsets into ``text``.
+        found += [Hit(keyword, m.start(), m.end()) for m in pattern.finditer(text)]
+    found.sort(key=lambda h: (h.offset, -h.end))
+    hits: list[Hit] = []
+    for hit in found:
+        if not hits or hit.end > hits[-1].end:
+            hits.append(hit)
+    return hits
+
+
+def _patterns(keywords: Sequence[str], match: str) -> list[re.Pattern[str]]:
+    if match not in MATCH_MODES:
+        raise VlaaError(f"unknown match mode {match!r} (choose from {', '.join(MATCH_MODES)})")
+    lowered = [re.escape(k.lower()) for k in keywords]
+    if match == "substring":
+        return [re.compile(k, re.IGNORECASE) for k in lowered]
+    # Whole words: no letter, digit or underscore on either side, so "check" hits "check," and
+    # "(check)" but not "checkered" or "checking".
+    return [re.compile(rf"(?<![\w]){k}(?![\w])", re.IGNORECASE) for k in lowered]
+
+
+def checked_keywords(options: AhaOptions) -> list[str]:
+    """The keywords to look for; raises if scope, match or the keywords are unusable."""
+    if options.scope not in SCOPES:
+        raise VlaaError(f"unknown scope {options.scope!r} (choose from {', '.join(SCOPES)})")
+    keywords = [k.strip() for k in options.keywords if k.strip()]
+    if not keywords:
+        raise VlaaError("no keywords given")
+    _patterns(keywords, options.match)
+    return keywords
+
+
+def scoped_text(reasoning: str, response: str, scope: str) -> str:
+    """The text ``scope`` names: offsets of hits are offsets into it."""
     if scope == "reasoning":
         return reasoning
     if scope == "answer":
@@ -100,11 +148,7 @@ def _scoped(reasoning: str, response: str, scope: str) -> str:
 
 def run_aha(ws: Workspace, options: AhaOptions) -> AhaReport:
     """Score every sample with a current text; a rerun with other options replaces the scores."""
-    if options.scope not in SCOPES:
-        raise VlaaError(f"unknown scope {options.scope!r} (choose from {', '.join(SCOPES)})")
-    keywords = [k.strip() for k in options.keywords if k.strip()]
-    if not keywords:
-        raise VlaaError("no keywords given")
+    keywords = checked_keywords(options)
     count = _counter(keywords, options.match)
     settings = {"keywords": keywords, "match": options.match, "scope": options.scope}
     report = AhaReport()
@@ -117,7 +161,7 @@ def run_aha(ws: Workspace, options: AhaOptions) -> AhaReport:
         for texts in ws.store.iter_scored_texts(sources=options.sources, batch=_BATCH):
             rows = []
             for text in texts:
-                counts = count(_scoped(text.reasoning, text.response, options.scope))
+                counts = count(scoped_text(text.reasoning, text.response, options.scope))
                 hits = {k: n for k, n in zip(keywords, counts, strict=True) if n}
                 report.keywords.update(hits.keys())
                 report.with_aha += bool(hits)

@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlaa_data.answers import split_reasoning
+
 __all__ = ["CallFailed", "ChatReply", "parse_completion"]
 
 
@@ -43,6 +45,13 @@ class ChatReply:
     raw: dict[str, Any] = field(default_factory=dict)  # the response body, for the ledger
     latency_s: float = 0.0
     raw_json: str | None = None  # the body's text as received, when it came as text
+
+    def final_text(self) -> str:
+        """The content without the reasoning a model wrote inline (``…</think>``), stripped:
+        what a judge's verdict is read from."""
+        if "</think>" in self.content:
+            return split_reasoning(self.content)[1].strip()
+        return self.content.strip()
 
     def response_json(self) -> str:
         """The response for the ledger: the body as received, else ``raw`` as JSON."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from vlaa_data.answers import split_reasoning
+from vlaa_data.answers import REWARD_TYPES, split_reasoning
 from vlaa_data.sources.base import (
     ImageRef,
     ImportedResult,
@@ -22,7 +22,7 @@ from vlaa_data.sources.base import (
 )
 from vlaa_data.sources.row_adapter import RowAdapter
 
-__all__ = ["VlaaThinkingSource"]
+__all__ = ["VlaaThinkingSource", "declared_reward_type", "origin_of"]
 
 # origin dataset (as the published ids spell it) -> reward type, where the source decides it
 _ORIGIN_REWARD = {
@@ -52,6 +52,14 @@ def origin_of(record: Mapping[str, Any]) -> str:
     return "unknown"
 
 
+def declared_reward_type(record: Mapping[str, Any]) -> str | None:
+    """``meta.reward_type`` when it names a reward type (our own exports write it), so that a
+    re-imported release keeps the types it was verified with."""
+    meta = record.get("meta")
+    declared = meta.get("reward_type") if isinstance(meta, Mapping) else None
+    return declared if declared in REWARD_TYPES else None
+
+
 @register_source
 class VlaaThinkingSource(RowAdapter):
     name: ClassVar[str] = "vlaa-thinking"
@@ -72,7 +80,7 @@ class VlaaThinkingSource(RowAdapter):
             answer=self.value(row, "answer", "gt"),
             image=image,
             context=context,
-            reward_type=_ORIGIN_REWARD.get(origin),
+            reward_type=declared_reward_type(row) or _ORIGIN_REWARD.get(origin),
             imported=self._imported(row),
             row=row,
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from vlaa_data.answers import split_reasoning
 from vlaa_data.llm.presets import Preset
 from vlaa_data.llm.reply import ChatReply
 from vlaa_data.llm.request import ChatRequest
@@ -60,10 +59,7 @@ class JudgeStep(LlmStep):
         return self.ask(sample, preset, params, prompt)
 
     def interpret(self, sample: ReadySample, reply: ChatReply, preset: Preset) -> Outcome:
-        text = reply.content
-        if "</think>" in text:  # a reasoning judge thinking inline
-            text = split_reasoning(text)[1]
-        text = text.strip()
+        text = reply.final_text()  # a reasoning model may think inline
         method = f"judge:{preset.name}"
         extracted = final_answer(_answer(sample))
         if reply.finish_reason == "length":

@@ -29,6 +29,7 @@ from vlaa_data.llm.reply import CallFailed, ChatReply, parse_completion
 from vlaa_data.llm.request import ChatRequest
 from vlaa_data.llm.templates import load_template
 from vlaa_data.settings import StepSettings
+from vlaa_data.steps.aha_judge import AhaJudgeStep
 from vlaa_data.steps.caption import CaptionStep
 from vlaa_data.steps.distill import DistillStep
 from vlaa_data.steps.judge import JudgeStep
@@ -51,7 +52,8 @@ from vlaa_data.workspace import Workspace
 
 __all__ = ["LLM_STEPS", "preflight", "run_llm_step"]
 
-LLM_STEPS = ("caption", "distill", "rewrite", "verify")
+# verify and aha judge the samples their callers pass (run_verify, run_aha_model).
+LLM_STEPS = ("caption", "distill", "rewrite", "verify", "aha")
 _PLAN_CHUNK = 128  # samples planned and looked up in the cache at a time
 _PLAN_SLICE = 32  # samples planned between two turns of the event loop
 _FIRST_CHUNK = 8  # the first chunks are smaller, so the first requests leave at once
@@ -75,6 +77,8 @@ def _build_step(name: str, ws: Workspace, options: LlmOptions, prompt: str | Non
         )
     if name == "verify":
         return JudgeStep(template)
+    if name == "aha":
+        return AhaJudgeStep(template)
     raise SettingsError(f"unknown LLM step {name!r}; use one of {', '.join(LLM_STEPS)}")
 
 
@@ -163,11 +167,12 @@ def run_llm_step(
     samples: Sequence[ReadySample] | None = None,
     run_id: str | None = None,
 ) -> LlmReport:
-    """Run LLM step ``name`` (caption, distill, rewrite, verify's judge) on ``ws``; see the
-    module docstring.
+    """Run LLM step ``name`` (caption, distill, rewrite, verify's judge, aha's judge) on
+    ``ws``; see the module docstring.
 
     ``samples`` replaces the selection of ready samples (verify passes those its rules left
-    undecided); ``run_id`` records the results under a run the caller started and finishes.
+    undecided, aha those with keyword hits); ``run_id`` records the results under a run the
+    caller started and finishes.
     ``options.dry_run`` only plans and prices (the workspace may be open read-only). Raises
     ``KeyboardInterrupt`` after recording what finished when interrupted (SIGINT/SIGTERM).
     """

@@ -42,9 +42,17 @@ class Store(LlmQueries, ReleaseQueries):
     ``suspend()`` the connection when a reader has asked for it, then ``resume()``.
     """
 
-    def __init__(self, path: Path, *, read_only: bool) -> None:
+    def __init__(
+        self, path: Path, *, read_only: bool, memory_limit: str | None = None, threads: int = 0
+    ) -> None:
         self.path = path
         self.read_only = read_only
+        # DuckDB's settings for this connection; its defaults where not given.
+        self.config: dict[str, str | int] = {}
+        if memory_limit:
+            self.config["memory_limit"] = memory_limit
+        if threads:
+            self.config["threads"] = threads
         self.read_request = path.with_suffix(".read-request")
         self.con = self._connect()
         if not read_only:
@@ -60,7 +68,9 @@ class Store(LlmQueries, ReleaseQueries):
         try:
             while True:
                 try:
-                    return duckdb.connect(str(self.path), read_only=self.read_only)
+                    return duckdb.connect(
+                        str(self.path), read_only=self.read_only, config=self.config
+                    )
                 except duckdb.IOException as exc:
                     if not _is_lock_conflict(exc) or time.monotonic() > deadline:
                         if _is_lock_conflict(exc):

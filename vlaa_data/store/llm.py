@@ -11,7 +11,7 @@ import duckdb
 
 from vlaa_data.store.journal import JournalEntry
 
-__all__ = ["CachedCall", "LlmQueries", "ReadySample", "ReadySamples"]
+__all__ = ["CachedCall", "LlmQueries", "ReadySample", "ReadySamples", "StepResult"]
 
 _CACHE_CHUNK = 2000
 
@@ -92,6 +92,18 @@ class CachedCall:
     cost_usd: float | None
 
 
+@dataclass(frozen=True)
+class StepResult:
+    """A sample's current result of one step, as a caller reads it back after a run."""
+
+    id: int
+    status: str
+    reason: str | None
+    output: dict[str, Any] | None
+    model: str | None
+    parent_id: int | None
+
+
 class LlmQueries:
     """Mixed into ``Store``; expects ``self.con`` and ``self._insert``."""
 
@@ -145,6 +157,23 @@ class LlmQueries:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return ReadySamples(self.con.execute(sql, params).fetchall())
+
+    def current_step_results(
+        self, step: str, *, sources: Sequence[str] = ()
+    ) -> dict[str, StepResult]:
+        """Each sample's current result of ``step`` (by sample id), for those that have one."""
+        sql = (
+            "SELECT c.sample_id, c.id, c.status, c.reason, c.output, c.model, c.parent_id "
+            "FROM current_results c JOIN samples s ON s.id = c.sample_id WHERE c.step = ?"
+        )
+        params: list[Any] = [step]
+        if sources:
+            sql += f" AND s.source IN ({', '.join('?' * len(sources))})"
+            params.extend(sources)
+        return {
+            r[0]: StepResult(r[1], r[2], r[3], json.loads(r[4]) if r[4] else None, r[5], r[6])
+            for r in self.con.execute(sql, params).fetchall()
+        }
 
     def cached_calls(self, keys: Iterable[str]) -> dict[str, CachedCall]:
         """The latest usable reply for each key that has one."""

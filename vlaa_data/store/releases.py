@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import duckdb
 
 from vlaa_data.errors import QueryError
 
-__all__ = ["ReleaseQueries", "ReleaseRow", "ScoredText"]
+__all__ = ["ReleaseQueries", "ReleaseRow", "ReleaseRows", "ScoredText"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,89 @@ class ReleaseRow:
     verify_method: str | None
     aha_count: int | None
     ppl: float | None
+
+
+# Every join is by key from the chunk's own rows, never through latest_results: that view
+# ranks all results of the workspace, texts included, and a large workspace's export would
+# hold them all in memory at once.
+_RELEASE_ROWS = """
+WITH m AS (
+    SELECT sample_id, split, position, text_result_id FROM release_samples
+    WHERE release = ? AND split = ? AND position >= ? AND position < ?
+),
+t AS (
+    SELECT r.id, r.parent_id, r.output->>'reasoning' AS reasoning,
+           r.output->>'answer' AS answer
+    FROM results r WHERE r.id IN (SELECT text_result_id FROM m)
+),
+up AS (  -- the results a text was built on: distill above a rewrite, caption above a distill
+    SELECT r.id, r.parent_id, r.step, r.output->>'caption' AS caption FROM results r
+    WHERE r.id IN (SELECT parent_id FROM t)
+),
+up2 AS (
+    SELECT r.id, r.step, r.output->>'caption' AS caption FROM results r
+    WHERE r.id IN (SELECT parent_id FROM up)
+),
+v AS (
+    SELECT parent_id, arg_max(output->>'verdict', id) AS verdict, arg_max(method, id) AS method
+    FROM results WHERE step = 'verify' AND parent_id IN (SELECT id FROM t) GROUP BY parent_id
+),
+sc AS (
+    SELECT sample_id, result_id,
+           max(value) FILTER (WHERE name = 'aha') AS aha,
+           avg(value) FILTER (WHERE name LIKE 'ppl:%') AS ppl
+    FROM scores WHERE sample_id IN (SELECT sample_id FROM m) GROUP BY ALL
+)
+SELECT m.sample_id, m.split, m.position, s.source, s.source_id, s.question,
+       s.answer, s.reward_type, s.context, s.image_sha, i.path, i.width, i.height,
+       CASE WHEN up.step = 'caption' THEN up.caption
+            WHEN up2.step = 'caption' THEN up2.caption END,
+       t.reasoning, t.answer, v.verdict, v.method, sc.aha, sc.ppl
+FROM m
+JOIN samples s ON s.id = m.sample_id
+JOIN images i ON i.sha = s.image_sha
+JOIN t ON t.id = m.text_result_id
+LEFT JOIN up ON up.id = t.parent_id
+LEFT JOIN up2 ON up2.id = up.parent_id
+LEFT JOIN v ON v.parent_id = t.id
+LEFT JOIN sc ON sc.sample_id = m.sample_id AND sc.result_id = m.text_result_id
+ORDER BY m.position
+"""
+_CHUNK_ROWS = 5000
+
+
+class ReleaseRows(Sequence[ReleaseRow]):
+    """One split of a release: its length is known, its rows are read a chunk at a time."""
+
+    def __init__(self, store: ReleaseQueries, name: str, split: str, count: int) -> None:
+        self._store = store
+        self._name = name
+        self._split = split
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> ReleaseRow: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ReleaseRow]: ...
+
+    def __getitem__(self, index: int | slice) -> ReleaseRow | list[ReleaseRow]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._count)
+            rows = self._store.release_rows_at(self._name, self._split, start, stop)
+            return rows[::step]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError(index)
+        return self._store.release_rows_at(self._name, self._split, index, index + 1)[0]
+
+    def __iter__(self) -> Iterator[ReleaseRow]:
+        for start in range(0, self._count, _CHUNK_ROWS):
+            yield from self[start : start + _CHUNK_ROWS]
 
 
 class ReleaseQueries:
@@ -184,35 +267,22 @@ class ReleaseQueries:
             "GROUP BY ALL ORDER BY ALL"
         ).fetchall()
 
-    def release_rows(self, name: str, split: str) -> list[ReleaseRow]:
-        """The samples of one split of a release, in the release's order.
+    def release_rows(self, name: str, split: str) -> ReleaseRows:
+        """The samples of one split of a release, in the release's order, read from the
+        database a chunk at a time as they are used.
 
         The text is the one the release recorded (``text_result_id``), so an export of the same
-        release is the same even after a later rewrite; scores are those of that text.
+        release is the same even after a later rewrite; the caption is the one that text was
+        built on, the verdict the latest on that text, the scores those of that text.
         """
-        rows = self.con.execute(
-            """
-            SELECT m.sample_id, m.split, m.position, s.source, s.source_id, s.question,
-                   s.answer, s.reward_type, s.context, s.image_sha, i.path, i.width, i.height,
-                   cap.output->>'caption', t.output->>'reasoning', t.output->>'answer',
-                   v.output->>'verdict', v.method, aha.value,
-                   (SELECT avg(p.value) FROM scores p WHERE p.sample_id = m.sample_id
-                        AND p.name LIKE 'ppl:%' AND p.result_id = m.text_result_id)
-            FROM release_samples m
-            JOIN samples s ON s.id = m.sample_id
-            JOIN images i ON i.sha = s.image_sha
-            JOIN results t ON t.id = m.text_result_id
-            LEFT JOIN latest_results cap
-                ON cap.sample_id = m.sample_id AND cap.step = 'caption' AND cap.status = 'done'
-            LEFT JOIN latest_results v
-                ON v.sample_id = m.sample_id AND v.step = 'verify' AND v.parent_id = t.id
-            LEFT JOIN scores aha ON aha.sample_id = m.sample_id AND aha.name = 'aha'
-                AND aha.result_id = m.text_result_id
-            WHERE m.release = ? AND m.split = ?
-            ORDER BY m.position
-            """,
-            [name, split],
-        ).fetchall()
+        (count,) = self.con.execute(
+            "SELECT count(*) FROM release_samples WHERE release = ? AND split = ?", [name, split]
+        ).fetchone()
+        return ReleaseRows(self, name, split, count)
+
+    def release_rows_at(self, name: str, split: str, start: int, stop: int) -> list[ReleaseRow]:
+        """Rows at positions ``start`` to ``stop - 1`` of a split (positions run from 0)."""
+        rows = self.con.execute(_RELEASE_ROWS, [name, split, start, stop]).fetchall()
         return [
             ReleaseRow(
                 *row[:8],
