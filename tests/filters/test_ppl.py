@@ -246,3 +246,52 @@ def test_vllm_backend_reads_the_assistant_tokens_prompt_logprobs(
     for sample_id, (value, detail) in expected.items():
         assert scores[sample_id][0] == pytest.approx(value, rel=1e-4)
         assert scores[sample_id][1]["tokens"] == detail["tokens"]
+
+
+def test_spliced_inputs_equal_the_processors(tiny_vlm: Path) -> None:
+    """The batch built from token ids is what the processor makes of the texts and images."""
+    from vlaa_data.filters.ppl_batches import can_splice, spliced_inputs
+    from vlaa_data.hf import load_processor
+
+    processor = load_processor(tiny_vlm)
+    processor.tokenizer.padding_side = "right"
+    assert can_splice(processor)
+    sizes = [(28, 28), (29, 450), (448, 31), (112, 112), (300, 200), (57, 85)]
+    images = [Image.new("RGB", size, (i * 40, 255 - i * 30, 90)) for i, size in enumerate(sizes)]
+    images[3] = Image.effect_noise((112, 112), 64).convert("RGB")  # pixels that vary
+    texts = []
+    for i in range(len(sizes)):
+        user = [{"type": "image"}, {"type": "text", "text": f"How many? {'word ' * i * 7}"}]
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+        messages.append({"role": "assistant", "content": f"<think>count {i}</think> {i}"})
+        texts.append(processor.apply_chat_template(messages, tokenize=False))
+    expected = processor(
+        text=texts, images=images, padding=True, add_special_tokens=False, return_tensors="pt"
+    )
+    ids = processor.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    got = spliced_inputs(processor, ids, images)
+    assert set(got) == set(expected.keys())
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "image_grid_thw"):
+        assert torch.equal(got[key], expected[key]), key
+    assert len(set(got["image_grid_thw"][:, 1:].flatten().tolist())) > 3  # sizes do differ
+    torch.testing.assert_close(got["pixel_values"], expected["pixel_values"], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="one image token"):
+        spliced_inputs(processor, [ids[0] + ids[1]], images[:1])
+
+
+def test_an_interrupted_run_keeps_what_it_scored(text_workspace: Path, tiny_vlm: Path) -> None:
+    """Scores are written every few seconds, not per batch: an interruption must flush them."""
+
+    def stop(stats) -> None:
+        raise KeyboardInterrupt
+
+    with Workspace.open(text_workspace, write=True) as ws:
+        with pytest.raises(KeyboardInterrupt):
+            run_ppl(ws, PplOptions(models=[str(tiny_vlm)], batch_size=2), on_progress=stop)
+        scored = ws.store.con.execute("SELECT count(*) FROM scores").fetchone()[0]
+        status = ws.store.con.execute(
+            "SELECT status FROM runs WHERE command = 'vlaa-data filter ppl'"
+        ).fetchall()
+    assert scored == 2 and status == [("interrupted",)]
+    _, scores = _ppl(text_workspace, tiny_vlm)
+    assert len(scores) == 6

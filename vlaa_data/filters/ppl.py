@@ -9,8 +9,11 @@ the generation prompt, given the rest. Each model writes score ``ppl:<model>`` (
 scores, the paper's average over models.
 
 Samples go in batches sorted by length (longest first, so running out of memory shows at once),
-and each batch's scores are written as soon as it is done: a rerun scores only what is missing.
-On a GPU, a thread opens and processes the images of the next batch while the model runs.
+and scores are written every few seconds and when the run stops: a rerun scores only what is
+missing. Each conversation is tokenized once; for Qwen2-VL processors a batch's inputs are built
+from those ids (``ppl_batches``), so that only the images go through the processor per batch.
+A thread opens and processes the images of the next batch while the model runs; on a CPU too,
+where a small model's forward pass leaves a core idle much of the time (``benchmarks/ppl.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from PIL import Image
 from vlaa_data import __version__
 from vlaa_data.chat_format import SYSTEM_PROMPT, assistant_text
 from vlaa_data.errors import VlaaError
+from vlaa_data.filters.ppl_batches import can_splice, spliced_inputs
 from vlaa_data.hf import load_model_and_processor, load_processor, require
 from vlaa_data.store.releases import ScoredText
 from vlaa_data.workspace import Workspace
@@ -40,6 +44,9 @@ __all__ = ["BACKENDS", "TARGETS", "ModelReport", "PplOptions", "PplReport", "run
 TARGETS = ("response", "answer")
 BACKENDS = ("transformers", "vllm")
 _VLLM_CHUNK = 256  # samples per vLLM call at least: it schedules its own batches
+# A write costs ~10 ms whatever its size, a batch of a tiny model less: scores wait this long at
+# most, so that an interrupted run loses only a few seconds of work.
+_WRITE_SECONDS = 5.0
 
 
 @dataclass
@@ -103,13 +110,13 @@ class _Backend(NamedTuple):
     prepare: Callable[[list[_Item]], Any]  # in a thread: open images, process
     forward: Callable[[list[_Item], Any], list[float]]  # the mean NLL of each item
     processor: Any
-    overlap: bool  # prepare the next batch while this one runs
 
 
 @dataclass
 class _Item:
     text: ScoredText
     full: str  # the whole conversation, as the chat template writes it
+    ids: list[int]  # ``full`` tokenized, its image placeholder not yet widened
     targets: int  # tokens of the assistant turn: the last ``targets`` tokens of ``full``
     length: int  # tokens with the image's, to sort by
 
@@ -192,34 +199,50 @@ def _score_model(
     items.sort(key=lambda item: -item.length)
     size = max(options.batch_size, _VLLM_CHUNK) if vllm else options.batch_size
     batches = [items[i : i + size] for i in range(0, len(items), size)]
-    for scored in _scored_batches(batches, backend, fail):
-        rows = []
-        for item, nll in scored:
-            value = math.exp(min(nll, 700.0))  # a diverging model must not crash the run
-            stats.scored, stats.tokens = stats.scored + 1, stats.tokens + item.targets
-            stats.ppl_sum += value
-            detail = {"tokens": item.targets, "nll": nll, "target": options.target}
-            detail["model"] = stats.model
-            rows.append(
-                {
-                    "sample_id": item.text.sample_id,
-                    "name": stats.score,
-                    "value": value,
-                    "detail": detail,
-                    "result_id": item.text.result_id,
-                    "run_id": report.run_id,
-                }
-            )
+    rows: list[dict[str, Any]] = []
+    written = time.monotonic()
+    try:
+        for scored in _scored_batches(batches, backend, fail):
+            rows.extend(_score_rows(scored, options, report, stats))
+            if time.monotonic() - written >= _WRITE_SECONDS:
+                ws.store.write_scores(rows)
+                rows, written = [], time.monotonic()
+            stats.seconds = time.monotonic() - started - stats.load_seconds
+            if on_progress is not None:
+                on_progress(stats)
+    finally:  # what was scored is kept, whether the run ends, fails or is interrupted
         ws.store.write_scores(rows)
         stats.seconds = time.monotonic() - started - stats.load_seconds
-        if on_progress is not None:
-            on_progress(stats)
+
+
+def _score_rows(
+    scored: list[tuple[_Item, float]], options: PplOptions, report: PplReport, stats: ModelReport
+) -> list[dict[str, Any]]:
+    """The score rows of a batch's ``(item, mean NLL)``, counted into ``stats``."""
+    rows = []
+    for item, nll in scored:
+        value = math.exp(min(nll, 700.0))  # a diverging model must not crash the run
+        stats.scored, stats.tokens = stats.scored + 1, stats.tokens + item.targets
+        stats.ppl_sum += value
+        detail = {"tokens": item.targets, "nll": nll, "target": options.target}
+        detail["model"] = stats.model
+        rows.append(
+            {
+                "sample_id": item.text.sample_id,
+                "name": stats.score,
+                "value": value,
+                "detail": detail,
+                "result_id": item.text.result_id,
+                "run_id": report.run_id,
+            }
+        )
+    return rows
 
 
 def _scored_batches(
     batches: list[list[_Item]], backend: _Backend, fail: Callable[[_Item, str], None]
 ) -> Iterator[list[tuple[_Item, float]]]:
-    """``(item, mean NLL)`` of each batch; on a GPU, the next batch is prepared meanwhile."""
+    """``(item, mean NLL)`` of each batch; the next batch is prepared meanwhile."""
 
     def attempt(batch: list[_Item], prepared: Future | None = None) -> list[tuple[_Item, float]]:
         try:
@@ -231,9 +254,6 @@ def _scored_batches(
             fail(batch[0], f"{type(exc).__name__}: {exc}")
             return []
 
-    if not backend.overlap:  # on a CPU the model has the cores already: a thread only competes
-        yield from (attempt(batch) for batch in batches)
-        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlaa-ppl") as pool:
         pending = pool.submit(backend.prepare, batches[0]) if batches else None
         for index, batch in enumerate(batches):
@@ -273,30 +293,33 @@ def _items(
     # tokens are what the full text has beyond the prompt, counted on the text alone.
     tokenize = processor.tokenizer
     prompt_lengths = tokenize(prompts, add_special_tokens=False, return_length=True)["length"]
-    full_lengths = tokenize(fulls, add_special_tokens=False, return_length=True)["length"]
-    items = []
-    for text, full, prompt, length in zip(texts, fulls, prompt_lengths, full_lengths, strict=True):
-        item = _Item(text, full, length - prompt, length)
+    full_ids = tokenize(fulls, add_special_tokens=False)["input_ids"]
+    items, sizes = [], []
+    for text, full, prompt, ids in zip(texts, fulls, prompt_lengths, full_ids, strict=True):
+        item = _Item(text, full, ids, len(ids) - prompt, len(ids))
         if item.targets <= 0:  # a template that drops the assistant turn: nothing to score
             fail(item, "the chat template wrote no assistant tokens")
             continue
         try:
             with Image.open(root / text.image_path) as image:
-                item.length += _image_tokens(processor, *image.size)
+                sizes.append((image.height, image.width))
         except (OSError, ValueError) as exc:
             fail(item, f"cannot open image {text.image_path}: {exc}")
             continue
         items.append(item)
+    for item, count in zip(items, _image_tokens(processor, sizes), strict=True):
+        item.length += count
     return items
 
 
-def _image_tokens(processor: Any, width: int, height: int) -> int:
-    """How many tokens the processor makes of an image that size; 0 when it does not say."""
+def _image_tokens(processor: Any, sizes: list[tuple[int, int]]) -> list[int]:
+    """How many tokens the processor makes of images of these (height, width); 0s when it does
+    not say. One call for all: each call costs ~0.7 ms of keyword merging, whatever its size."""
     try:  # transformers' private helper, written for vLLM; only the sort order depends on it
-        counts = processor._get_num_multimodal_tokens(image_sizes=[(height, width)])
-        return int(counts["num_image_tokens"][0])
+        counts = processor._get_num_multimodal_tokens(image_sizes=sizes)["num_image_tokens"]
+        return [int(count) for count in counts] if len(counts) == len(sizes) else [0] * len(sizes)
     except (AttributeError, NotImplementedError, TypeError, KeyError):
-        return 0
+        return [0] * len(sizes)
 
 
 def _open(root: Path, item: _Item) -> Image.Image:
@@ -310,18 +333,22 @@ def _transformers(model_id: str, options: PplOptions, root: Path) -> _Backend:
     if not hasattr(processor, "image_processor"):
         raise VlaaError(f"{model_id} is not a vision-language model (no image processor)")
     processor.tokenizer.padding_side = "right"
+    splice = can_splice(processor)
 
     def prepare(batch: list[_Item]) -> Any:
+        images = [_open(root, item) for item in batch]
+        if splice:
+            return spliced_inputs(processor, [item.ids for item in batch], images)
         return processor(
             text=[item.full for item in batch],
-            images=[_open(root, item) for item in batch],
+            images=images,
             padding=True,
             add_special_tokens=False,  # the chat template wrote them
             return_tensors="pt",
         )
 
     def forward(batch: list[_Item], inputs: Any) -> list[float]:
-        inputs = inputs.to(model.device)
+        inputs = {key: value.to(model.device) for key, value in inputs.items()}
         # Padding is on the right and attention causal: no token we score sees the padding, so
         # the mask changes nothing we read, and without it attention takes its fast causal path.
         ends = inputs.pop("attention_mask").sum(dim=1).tolist()
@@ -340,7 +367,7 @@ def _transformers(model_id: str, options: PplOptions, root: Path) -> _Backend:
             ]
             return torch.stack(nll).tolist()
 
-    return _Backend(prepare, forward, processor, overlap=model.device.type == "cuda")
+    return _Backend(prepare, forward, processor)
 
 
 def _vllm(model_id: str, options: PplOptions, root: Path) -> _Backend:
@@ -367,4 +394,4 @@ def _vllm(model_id: str, options: PplOptions, root: Path) -> _Backend:
             nll.append(-total / item.targets)
         return nll
 
-    return _Backend(prepare, forward, processor, overlap=True)
+    return _Backend(prepare, forward, processor)
