@@ -50,22 +50,14 @@ def reward(
     Example: OPENAI_API_KEY=... vlaa-data reward outputs.jsonl --judge gpt-4o-mini
     """
     from vlaa_data.rewards.math_pool import MathVerifier
-    from vlaa_data.rewards.open_scorers import (
-        JudgeScorer,
-        RewardModelScorer,
-        TransformersRewardModel,
-    )
+    from vlaa_data.rewards.open_scorers import open_scorer_from
     from vlaa_data.rewards.score_file import score_file
 
     if not file.is_file():
         raise VlaaError(f"no such file: {file}")
     if judge and reward_model:
         raise VlaaError("pass --judge or --reward-model, not both")
-    open_scorer = None
-    if judge:
-        open_scorer = JudgeScorer.from_preset(judge, base_url=base_url)
-    elif reward_model:
-        open_scorer = RewardModelScorer(TransformersRewardModel(reward_model), beta=beta)
+    open_scorer = open_scorer_from(judge, base_url=base_url, reward_model=reward_model, beta=beta)
     with MathVerifier(deadline_s=deadline) as math:
         summary = score_file(file, out_file or file, math=math, open_scorer=open_scorer)
     if json_:

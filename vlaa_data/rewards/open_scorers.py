@@ -39,6 +39,7 @@ __all__ = [
     "RewardModel",
     "RewardModelScorer",
     "TransformersRewardModel",
+    "open_scorer_from",
     "read_grade",
 ]
 
@@ -74,6 +75,25 @@ def read_grade(reply: str) -> float | None:
     if match is None or int(match.group(1)) > 10:
         return None
     return int(match.group(1)) / 10
+
+
+def open_scorer_from(
+    judge: str | None = None,
+    *,
+    base_url: str | None = None,
+    reward_model: str | None = None,
+    beta: float = 1.0,
+) -> JudgeScorer | RewardModelScorer | None:
+    """The open-ended scorer the options name: a judge preset, a reward-model checkpoint, or
+    neither (None: open-ended rows get no reward). ``reward``, ``train grpo`` and ``eval``
+    take the same options."""
+    if judge and reward_model:
+        raise VlaaError("pass a judge or a reward model for open-ended rows, not both")
+    if judge:
+        return JudgeScorer.from_preset(judge, base_url=base_url)
+    if reward_model:
+        return RewardModelScorer(TransformersRewardModel(reward_model), beta=beta)
+    return None
 
 
 class JudgeScorer(_SingleCall):

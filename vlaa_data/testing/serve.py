@@ -36,8 +36,9 @@ class TransformersServe:
     """``transformers serve MODEL`` on 127.0.0.1, its output written to ``log_path``.
 
     The model is preloaded (serve's ``FORCE_MODEL``), so requests must name it as ``model``
-    (``str(model)``) and are answered with ``model`` set to ``"{model}@main"``. Hub access is
-    off (``HF_HUB_OFFLINE=1``) unless the environment says otherwise.
+    (``str(model)``) and are answered with ``model`` set to it (``"{model}@main"`` up to
+    transformers 5.23). Hub access is off (``HF_HUB_OFFLINE=1``) unless the environment says
+    otherwise.
     """
 
     def __init__(
@@ -147,8 +148,12 @@ def main(argv: list[str] | None = None) -> None:
     def load_processor(self: Any, model_id_and_revision: str, gguf_file: str | None = None):
         from vlaa_data.hf import load_processor
 
-        model_id, revision = model_id_and_revision.split("@", 1)
-        if gguf_file is not None or revision != "main":
+        # "model@revision" up to transformers 5.23; from 5.24 a local folder comes bare.
+        if Path(model_id_and_revision).exists():
+            model_id, revision = model_id_and_revision, "main"
+        else:
+            model_id, _, revision = model_id_and_revision.partition("@")
+        if gguf_file is not None or revision not in ("", "main"):
             return original(self, model_id_and_revision, gguf_file=gguf_file)
         return load_processor(model_id)
 
