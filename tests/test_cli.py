@@ -151,3 +151,42 @@ def test_sql_prints_values_as_text_not_markup(workspace, cli) -> None:
     done = cli("sql", "SELECT '[x1, y1, x2, y2]' AS box, '[bold]b[/bold]' AS tag", "-w", workspace)
     assert done.returncode == 0, done.stderr
     assert "[x1, y1, x2, y2]" in done.stdout and "[bold]b[/bold]" in done.stdout
+
+
+def _commands() -> list[tuple[list[str], object]]:
+    """Every leaf command with its argv path, groups such as ``filter`` walked."""
+    import typer.main
+
+    from vlaa_data.cli import app
+
+    found, todo = [], [([], typer.main.get_command(app))]
+    while todo:
+        path, command = todo.pop()
+        children = getattr(command, "commands", None)
+        if children:
+            todo.extend(([*path, name], child) for name, child in children.items())
+        else:
+            found.append((path, command))
+    return found
+
+
+def test_help_shows_every_bracket_and_tag_its_text_holds() -> None:
+    """Help is rendered as Markdown by Rich: "[default: …]" must survive as text, and a bare
+    "<think>" would vanish as HTML unless written in backticks."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from vlaa_data.cli import app
+
+    runner = CliRunner()
+    commands = _commands()
+    assert len(commands) > 15
+    for path, command in commands:
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        tokens = {t for text in texts for t in re.findall(r"\[[^\]\n]*\]|<[^>\s]*>", text)}
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "2000"}, color=False)
+        assert result.exit_code == 0, path
+        shown = " ".join(result.output.split())
+        for token in tokens:
+            assert " ".join(token.split()) in shown, (path, token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 
@@ -82,3 +83,28 @@ def test_mixed_reward_as_trl_calls_it(math: MathVerifier) -> None:
     )
     assert rewards == [1.0, 1.0, 1.0, 0.0, None, 0.5]
     assert reward.__name__ == "mixed_reward"
+
+
+def test_an_open_scorer_reads_the_question_of_a_prompt_with_an_image_part(
+    math: MathVerifier,
+) -> None:
+    """The hf export's prompt parts share one struct type, so an image part has text None."""
+    from vlaa_data.rewards.open_scorers import OpenCase
+
+    class Questions:
+        seen: ClassVar[list[str]] = []
+
+        def score_many(self, cases: list[OpenCase]) -> list[float | None]:
+            self.seen.extend(case.question for case in cases)
+            return [0.5] * len(cases)
+
+    prompt = [
+        {"role": "system", "content": [{"type": "text", "text": "Think first."}]},
+        {
+            "role": "user",
+            "content": [{"type": "image", "text": None}, {"type": "text", "text": "Q?"}],
+        },
+    ]
+    reward = MixedReward(math=math, open_scorer=Questions())
+    rewards = reward([prompt], [r1("a dog")], reward_type=["open"], solution=["a dog"])
+    assert rewards == [0.5] and Questions.seen == ["Q?"]

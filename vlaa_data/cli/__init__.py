@@ -10,10 +10,12 @@ import sys
 
 from vlaa_data.cli import (  # noqa: F401  (registers the commands)
     collect,
+    evaluate,
     filters,
     llm,
     release,
     reward,
+    train,
     verify,
     workspace,
 )

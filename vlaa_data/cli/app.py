@@ -23,6 +23,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts say "[default: …]", which Rich markup would swallow as a tag; in Markdown,
+    # an HTML-like <tag> must go in backticks (tests/test_cli.py checks every help text)
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console()
@@ -38,6 +41,24 @@ Workspace_ = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+# How open-ended rows are scored, the same in reward, eval and train grpo.
+Judge = Annotated[
+    str | None,
+    typer.Option(help="Grade open-ended rows 0-10 with this LLM preset (score = grade / 10)."),
+]
+JudgeBaseUrl = Annotated[
+    str | None, typer.Option(help="The judge's endpoint, overriding the preset's.")
+]
+RewardModel = Annotated[
+    str | None,
+    typer.Option(
+        help="Score open-ended rows with this reward model (a sequence-classification "
+        "checkpoint): 1 - exp(-beta * (S(pred) - S(ref))) when S(pred) > S(ref), else 0."
+    ),
+]
+RewardBeta = Annotated[
+    float | None, typer.Option(min=1e-6, help="beta of the reward-model formula [default: 1].")
+]
 
 
 def print_json(data: Any) -> None:

@@ -43,7 +43,7 @@ _EXAMPLES = {
     "distill": "Have a reasoning model answer from caption, question and context (step 3) "
     "(default: deepseek-r1).\n\n"
     "Reasoning and answer are stored apart, whether the endpoint returns reasoning_content, "
-    "inline <think>...</think> or a lone </think>.\n\n"
+    "inline `<think>...</think>` or a lone `</think>`.\n\n"
     "Example: DEEPSEEK_API_KEY=... vlaa-data distill --model deepseek-r1 --budget-usd 20\n\n"
     "Example: vlaa-data distill --model local-r1 --base-url http://gpu:8000/v1",
     "rewrite": "Make minimal edits so the distilled text speaks of the image, not of a caption "

@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from vlaa_data.cli.app import Json, app, new_table, out, print_json
+from vlaa_data.cli.app import (
+    Json,
+    Judge,
+    JudgeBaseUrl,
+    RewardModel,
+    app,
+    new_table,
+    out,
+    print_json,
+)
 from vlaa_data.errors import VlaaError
 
 
@@ -22,20 +31,9 @@ def reward(
     deadline: Annotated[
         float, typer.Option(help="Seconds a single math check may take.", min=0.1)
     ] = 2.0,
-    judge: Annotated[
-        str | None,
-        typer.Option(help="Grade open-ended rows 0-10 with this preset (score = grade / 10)."),
-    ] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="The judge's endpoint, overriding the preset's.")
-    ] = None,
-    reward_model: Annotated[
-        str | None,
-        typer.Option(
-            help="Score open-ended rows with this reward model (a sequence-classification "
-            "checkpoint): 1 - exp(-beta * (S(pred) - S(ref))) when S(pred) > S(ref), else 0."
-        ),
-    ] = None,
+    judge: Judge = None,
+    base_url: JudgeBaseUrl = None,
+    reward_model: RewardModel = None,
     beta: Annotated[float, typer.Option(min=1e-6, help="beta of the reward-model formula.")] = 1.0,
     json_: Json = False,
 ) -> None:

@@ -194,7 +194,8 @@ def _text(completion: Any) -> str:
     if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
         content = completion[-1].get("content", "")
         if isinstance(content, list):
-            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            # an image part carries "text": None (our hf export's parts share one struct type)
+            return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
         return str(content)
     return str(completion)
 

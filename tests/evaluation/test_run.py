@@ -1,0 +1,138 @@
+"""``run_eval`` end to end: the tiny Qwen2-VL generating on the pipeline's own hf export, and a
+served model behind the scripted OpenAI-compatible server answering with the gold."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.evaluation.conftest import GOLD, answer_with_gold, export_ids
+from vlaa_data.chat_format import SYSTEM_PROMPT
+from vlaa_data.errors import VlaaError
+from vlaa_data.evaluation import EvalOptions, GenerationSettings, default_output, run_eval
+from vlaa_data.rewards.math_pool import MathVerifier
+from vlaa_data.rewards.registry import score
+from vlaa_data.testing.server import ScriptedServer
+
+TINY = GenerationSettings(batch_size=4, max_new_tokens=8)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_eval_on_four_samples_writes_the_report_and_the_per_sample_file(
+    tiny_vlm: Path, hf_export: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out" / "eval.jsonl"
+    options = EvalOptions(str(tiny_vlm), hf_export, limit=4, generation=TINY, output=output)
+
+    report = run_eval(options)
+
+    samples = read_jsonl(output)
+    assert [s["id"] for s in samples] == export_ids(hf_export, "rl")[:4]
+    assert all(s["completion"] for s in samples)
+    with MathVerifier() as math:
+        for sample in samples:
+            assert sample["gold"] == GOLD[sample["id"]]
+            expected = score(sample["reward_type"], sample["completion"], sample["gold"], math=math)
+            assert sample["reward"] == expected
+            assert sample["correct"] == (expected == 1.0)
+    data = report.to_dict()
+    assert (data["model"], data["split"], data["limit"]) == (str(tiny_vlm), "rl", 4)
+    assert data["output"] == str(output)
+    assert data["generation"]["max_new_tokens"] == 8
+    assert data["generation"]["temperature"] == 0.0
+    assert data["overall"]["n"] == data["overall"]["scored"] == 4
+    assert set(data["by_type"]) == {"digit", "choice"}
+    assert {k: v["n"] for k, v in data["by_source"].items()} == {"clevr": 3, "arxiv": 1}
+    assert data["overall"]["mean_reward"] == sum(s["reward"] for s in samples) / 4
+    assert data["seconds"] >= data["generation_seconds"] > 0
+    assert data["samples_per_s"] > 0
+
+
+def test_the_sft_split_and_a_rerun_that_replaces_the_file(
+    tiny_vlm: Path, hf_export: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "eval.jsonl"
+    output.write_text("an earlier run\n" * 10)
+    options = EvalOptions(str(tiny_vlm), hf_export, split="sft", generation=TINY, output=output)
+
+    report = run_eval(options)
+
+    assert report.overall.n == 3
+    assert [s["id"] for s in read_jsonl(output)] == export_ids(hf_export, "sft")
+    assert list(tmp_path.iterdir()) == [output]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    ("make_folder", "split", "message"),
+    [
+        (lambda p: p / "missing", "rl", "no such folder"),
+        (lambda p: p, "rl", "is not an hf export"),
+        (lambda p: p, "test", "unknown split 'test'"),
+    ],
+    ids=["missing", "not-an-export", "unknown-split"],
+)
+def test_a_folder_that_is_not_an_export_fails_in_one_line(
+    tmp_path: Path, make_folder, split: str, message: str
+) -> None:
+    with pytest.raises(VlaaError, match=message) as caught:
+        run_eval(EvalOptions("unused", make_folder(tmp_path), split=split))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_missing_split_is_named(hf_export: Path, tmp_path: Path) -> None:
+    only_sft = tmp_path / "only_sft"
+    (only_sft / "data").mkdir(parents=True)
+    for shard in (hf_export / "data").glob("sft-*.parquet"):
+        (only_sft / "data" / shard.name).write_bytes(shard.read_bytes())
+    with pytest.raises(VlaaError, match=r"has no rl split \(it has: sft\)"):
+        run_eval(EvalOptions("unused", only_sft))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_the_vllm_backend_without_vllm_names_the_extra(hf_export: Path) -> None:
+    settings = GenerationSettings(backend="vllm")
+    with pytest.raises(VlaaError, match=r"pip install 'vlaa-data\[gpu\]'"):
+        run_eval(EvalOptions("some/model", hf_export, generation=settings))
+
+
+def test_a_model_behind_an_openai_compatible_endpoint(
+    hf_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with ScriptedServer(answer_with_gold) as server:
+        settings = GenerationSettings(backend="openai", base_url=server.url, batch_size=2)
+        report = run_eval(EvalOptions("my-grpo-checkpoint", hf_export, generation=settings))
+
+    assert Path(report.output) == default_output("my-grpo-checkpoint", "rl")
+    samples = {s["id"]: s for s in read_jsonl(tmp_path / "eval-my-grpo-checkpoint-rl.jsonl")}
+    assert list(samples) == export_ids(hf_export, "rl")
+    assert samples["clevr/c2"]["answer"] == GOLD["clevr/c2"] == "4"
+    refused = samples["arxiv/a2"]
+    assert (refused["completion"], refused["reward"], refused["correct"]) == ("", None, None)
+    assert refused["note"].startswith("bad_request: ")
+    # the refused row is unscored, not wrong
+    assert (report.overall.n, report.overall.scored, report.overall.failed) == (4, 3, 1)
+    assert report.overall.accuracy == report.by_type["digit"].accuracy == 1.0
+    assert report.by_source["arxiv"].accuracy is None
+
+    request = server.requests[0]
+    assert request["model"] == "my-grpo-checkpoint"
+    assert (request["max_tokens"], request["temperature"]) == (2048, 0.0)
+    system, user = request["messages"]
+    assert system == {"role": "system", "content": SYSTEM_PROMPT}
+    assert user["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+def test_default_output_is_named_after_the_model_in_the_current_folder() -> None:
+    assert default_output("/ckpt/run-3/checkpoint-500/", "rl") == Path(
+        "eval-checkpoint-500-rl.jsonl"
+    )
+    assert default_output("Qwen/Qwen2-VL-2B-Instruct", "sft") == Path(
+        "eval-Qwen2-VL-2B-Instruct-sft.jsonl"
+    )

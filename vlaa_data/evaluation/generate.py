@@ -1,0 +1,194 @@
+"""Generating one completion per row with the backends the pipeline's LLM steps use.
+
+``transformers`` and ``vllm`` run the model in this process and batch on their own
+(``vlaa_data.llm.local``); ``openai`` sends each row to an OpenAI-compatible endpoint, such as a
+checkpoint served with ``vllm serve`` (``vlaa_data.llm.http``). The prompt is the export's own
+(RECIPE.md's system prompt, then the image and the question), so a model is evaluated on
+exactly what it was trained to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vlaa_data.errors import VlaaError
+from vlaa_data.evaluation.data import EvalRow
+from vlaa_data.hf import require, resolve_dtype
+from vlaa_data.llm.backend import Backend
+from vlaa_data.llm.reply import CallFailed
+from vlaa_data.llm.request import ChatRequest, image_part
+
+__all__ = [
+    "BACKENDS",
+    "Generation",
+    "GenerationSettings",
+    "check_backend",
+    "generate",
+    "open_backend",
+    "request_for",
+]
+
+BACKENDS = ("transformers", "vllm", "openai")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How completions are generated. Temperature 0 is greedy: a rerun gives the same text.
+
+    ``batch_size`` is the rows per batched generation for in-process backends and the
+    requests in flight for ``openai``; ``dtype`` applies to in-process models, ``device`` to
+    ``transformers`` (vLLM places its engine itself).
+    """
+
+    backend: str = "transformers"
+    batch_size: int = 8
+    max_new_tokens: int = 2048
+    temperature: float = 0.0
+    device: str | None = None
+    dtype: str | None = None
+    base_url: str | None = None
+    timeout_s: float = 600.0
+
+    def params(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_new_tokens, "temperature": self.temperature}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One row's completion; ``error`` says why there is none (the backend gave up)."""
+
+    completion: str
+    reasoning: str | None = None  # a separate reasoning field, when the endpoint sends one
+    finish_reason: str | None = None
+    tokens_out: int | None = None
+    error: str | None = None
+
+
+def check_backend(settings: GenerationSettings) -> None:
+    """Fail now, before data or model are loaded, when the backend's packages are missing."""
+    if settings.backend not in BACKENDS:
+        raise VlaaError(f"unknown backend {settings.backend!r}; use one of {', '.join(BACKENDS)}")
+    if settings.backend == "vllm":
+        require("vllm", "gpu", "the vllm backend")
+    elif settings.backend == "transformers":
+        require("torch", "train", "the transformers backend")
+        require("transformers", "train", "the transformers backend")
+    elif not settings.base_url:
+        raise VlaaError("the openai backend needs --base-url (the endpoint serving the model)")
+    for name, value, least in (
+        ("batch_size", settings.batch_size, 1),
+        ("max_new_tokens", settings.max_new_tokens, 1),
+        ("temperature", settings.temperature, 0),
+    ):
+        if value < least:
+            raise VlaaError(f"{name}: must be at least {least}, got {value}")
+
+
+def open_backend(model: str, settings: GenerationSettings) -> tuple[Backend, str]:
+    """The backend that generates with ``model``, and the model name its requests carry."""
+    check_backend(settings)
+    if settings.backend == "transformers":
+        from vlaa_data.llm.local import TransformersBackend
+
+        backend = TransformersBackend(
+            model, batch_size=settings.batch_size, device=settings.device, dtype=settings.dtype
+        )
+        return backend, model
+    if settings.backend == "vllm":
+        from vlaa_data.llm.local import VllmBackend
+
+        engine: dict[str, Any] = {}
+        if settings.dtype:
+            engine["dtype"] = resolve_dtype(settings.dtype, "cuda")
+        return VllmBackend(model, batch_size=settings.batch_size, **engine), model
+    from vlaa_data.llm.backends import BackendSpec, make_backend
+    from vlaa_data.llm.presets import load_presets, resolve_endpoint
+
+    endpoint = resolve_endpoint(model, load_presets(), base_url=settings.base_url)
+    spec = BackendSpec(
+        kind="openai",
+        endpoint=endpoint,
+        timeout_s=settings.timeout_s,
+        max_retries=6,
+        max_pixels=None,
+    )
+    try:
+        return make_backend(spec), endpoint.preset.model
+    except ValueError as exc:  # a base URL that is not http(s)
+        raise VlaaError(str(exc)) from None
+
+
+def request_for(row: EvalRow, model: str, params: dict[str, Any]) -> ChatRequest:
+    """The export's prompt as a ChatRequest: the image part points at the row's image file.
+
+    A message of text parts only becomes a string, which every chat template reads (text-only
+    templates take nothing else).
+    """
+    width, height = row.image_size
+    messages = []
+    for message in row.prompt:
+        parts = []
+        for part in message["content"]:
+            if part.get("type") == "image":
+                parts.append(image_part(row.image_sha, row.image_path, width, height))
+            else:
+                parts.append({"type": "text", "text": part.get("text") or ""})
+        if all(p["type"] == "text" for p in parts):
+            messages.append({"role": message["role"], "content": "".join(p["text"] for p in parts)})
+        else:
+            messages.append({"role": message["role"], "content": parts})
+    return ChatRequest(model=model, messages=messages, params=dict(params), sample_id=row.id)
+
+
+def generate(
+    rows: Sequence[EvalRow],
+    backend: Backend,
+    model: str,
+    settings: GenerationSettings,
+    on_done: Callable[[int, int], None] | None = None,
+) -> list[Generation]:
+    """One completion per row, in row order; ``on_done(finished, total)`` after each.
+
+    The backend is closed at the end (it frees the model): one backend serves one evaluation.
+    """
+    return asyncio.run(_generate(rows, backend, model, settings, on_done))
+
+
+async def _generate(
+    rows: Sequence[EvalRow],
+    backend: Backend,
+    model: str,
+    settings: GenerationSettings,
+    on_done: Callable[[int, int], None] | None,
+) -> list[Generation]:
+    # In-process backends batch what is queued: keep a second batch waiting while one runs.
+    in_flight = settings.batch_size * (1 if settings.backend == "openai" else 2)
+    gate = asyncio.Semaphore(in_flight)
+    finished = 0
+    params = settings.params()
+
+    async def one(row: EvalRow) -> Generation:
+        nonlocal finished
+        async with gate:
+            try:
+                reply = await backend.complete(request_for(row, model, params))
+                result = Generation(
+                    reply.content, reply.reasoning, reply.finish_reason, reply.tokens_out
+                )
+            except CallFailed as exc:
+                result = Generation("", error=str(exc))
+        finished += 1
+        if on_done is not None:
+            on_done(finished, len(rows))
+        return result
+
+    try:
+        return await asyncio.gather(*(one(row) for row in rows))
+    finally:
+        await backend.aclose()

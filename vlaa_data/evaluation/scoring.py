@@ -1,0 +1,110 @@
+"""Scoring given completions with the rewards ``verify`` and ``train grpo`` use.
+
+Kept apart from generation so that known completions can be scored (and tested) without a
+model. Rewards come from ``MixedReward``, the GRPO reward function itself, so an evaluation
+and a training run can never disagree on what a completion earns.
+
+A row is *correct* when its reward is 1 (digit, choice, math), or for ``iou`` when the boxes
+overlap with IoU >= 0.5, the usual grounding threshold; ``open`` rows have a score, not a
+right or wrong, so ``correct`` stays None for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vlaa_data.answers import REWARD_TYPES
+from vlaa_data.evaluation.data import EvalRow
+from vlaa_data.rewards.extract import final_answer, split_completion
+from vlaa_data.rewards.math_pool import MathVerifier
+from vlaa_data.rewards.open_scorers import OpenScorer
+from vlaa_data.rewards.registry import MixedReward
+
+__all__ = ["IOU_CORRECT", "NO_ANSWER", "SampleScore", "is_correct", "score_completions"]
+
+IOU_CORRECT = 0.5
+NO_ANSWER = "no answer"  # the note of a format failure: nothing could be extracted
+
+
+@dataclass(frozen=True)
+class SampleScore:
+    """A completion's extracted answer, reward (None: unscored), correctness and why."""
+
+    answer: str | None
+    reward: float | None
+    correct: bool | None
+    note: str | None = None
+
+
+def is_correct(reward_type: str, reward: float | None) -> bool | None:
+    """Whether a reward counts as a right answer; None where the question does not apply."""
+    if reward is None or reward_type == "open":
+        return None
+    if reward_type == "iou":
+        return reward >= IOU_CORRECT
+    return reward >= 1.0
+
+
+def score_completions(
+    rows: Sequence[EvalRow],
+    completions: Sequence[str | None],
+    *,
+    math: MathVerifier | None = None,
+    open_scorer: OpenScorer | None = None,
+) -> list[SampleScore]:
+    """Score ``completions[i]`` against ``rows[i]``; None means the row has no completion.
+
+    Open-ended rows without ``open_scorer`` are unscored (reward None), not wrong.
+    """
+    own_math = math is None
+    reward = MixedReward(math=math, open_scorer=open_scorer)  # type: ignore[arg-type]
+    known = [
+        i
+        for i, (row, text) in enumerate(zip(rows, completions, strict=True))
+        if text is not None and row.reward_type in REWARD_TYPES
+    ]
+    rewards: list[float | None] = []
+    try:
+        if known:  # MixedReward reads the gold from "answer" when "solution" is empty
+            rewards = reward(
+                [rows[i].question for i in known],
+                [completions[i] for i in known],
+                reward_type=[rows[i].reward_type for i in known],
+                solution=[rows[i].gold for i in known],
+                image_size=[rows[i].image_size for i in known],
+            )
+    finally:
+        if own_math:
+            reward.close()
+    by_row = dict(zip(known, rewards, strict=True))
+    scores = []
+    for i, (row, text) in enumerate(zip(rows, completions, strict=True)):
+        if text is None:
+            scores.append(SampleScore(None, None, None, "no completion"))
+        elif i not in by_row:
+            scores.append(SampleScore(None, None, None, f"unknown reward type {row.reward_type!r}"))
+        else:
+            answer = final_answer(split_completion(text).answer)
+            value = by_row[i]
+            scores.append(
+                SampleScore(
+                    answer,
+                    value,
+                    is_correct(row.reward_type, value),
+                    _note(row.reward_type, answer, value, open_scorer is not None),
+                )
+            )
+    return scores
+
+
+def _note(
+    reward_type: str, answer: str | None, reward: float | None, can_grade: bool
+) -> str | None:
+    if answer is None:
+        return NO_ANSWER
+    if reward is not None:
+        return None
+    if reward_type == "open":
+        return "no grade" if can_grade else "no scorer for open answers"
+    return "gold unreadable"
