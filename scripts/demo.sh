@@ -1,33 +1,56 @@
 #!/usr/bin/env bash
-# Install vlaa-data and run the pipeline (collect → caption → distill → rewrite → verify) on the
-# bundled synthetic sample.
-# Usage: bash scripts/demo.sh [WORKSPACE]   (default: ./demo-workspace)
+# Install vlaa-data and build a small dataset from the bundled synthetic sample with
+# `vlaa-data run`: collect → caption → distill → rewrite → verify → aha → split → export hf.
 #
-# The LLM steps use OPENAI_API_KEY (caption, gpt-4o-mini) and DEEPSEEK_API_KEY (distill,
-# deepseek-r1) when both are set, on 20 samples. Without them they run against a scripted
-# OpenAI-compatible stand-in on 127.0.0.1, so the mechanics can be watched without an account.
+# Usage: bash scripts/demo.sh [--base-url URL | --scripted] [WORKSPACE]   (default: ./demo-workspace)
+#
+#   OPENAI_API_KEY and DEEPSEEK_API_KEY set   the presets' hosted models, 20 samples, $1 a step
+#   --base-url URL                            every LLM step on your OpenAI-compatible server
+#                                             (e.g. `vllm serve Qwen/Qwen2.5-VL-7B-Instruct`)
+#   --scripted                                a scripted stand-in server on 127.0.0.1: watch
+#                                             the mechanics without an account
+#   none of these                             collects, then says exactly what to set
+#
+# Running it again goes on where it stopped. The export opens with
+# datasets.load_dataset("WORKSPACE/releases/v1/hf").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+workspace=demo-workspace
+run_args=()
+scripted=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --base-url) run_args+=(--base-url "$2"); shift 2 ;;
+        --scripted) scripted=1; shift ;;
+        -*) echo "unknown option $1 (see the top of $0)" >&2; exit 2 ;;
+        *) workspace="$1"; shift ;;
+    esac
+done
 python -m pip install --quiet --disable-pip-version-check -e .
-workspace="${1:-demo-workspace}"
-vlaa-data init "$workspace"
-vlaa-data collect synthetic --limit 200 --seed 0 -w "$workspace"
-if [[ -n "${OPENAI_API_KEY:-}" && -n "${DEEPSEEK_API_KEY:-}" ]]; then
-    vlaa-data caption --model gpt-4o-mini --limit 20 --budget-usd 1 -w "$workspace"
-    vlaa-data distill --model deepseek-r1 --limit 20 --budget-usd 1 -w "$workspace"
-    vlaa-data rewrite --model gpt-4o-mini --budget-usd 1 -w "$workspace"
-    vlaa-data verify --judge gpt-4o-mini --budget-usd 1 -w "$workspace"
-else
-    echo "OPENAI_API_KEY / DEEPSEEK_API_KEY not both set: using the scripted local server"
+if [[ ! -f "$workspace/vlaa.toml" ]]; then
+    vlaa-data init "$workspace"
+    cat >>"$workspace/vlaa.toml" <<'EOF'
+
+# Added by scripts/demo.sh: what `vlaa-data run` collects.
+[[run.collect]]
+source = "synthetic"
+limit = 200
+seed = 0
+EOF
+fi
+if [[ $scripted == 1 ]]; then
     log="$(mktemp)"
     python -m vlaa_data.testing.server --reasoning lone >"$log" &
     server=$!
     trap 'kill "$server" 2>/dev/null' EXIT
     until grep -q "listening on" "$log"; do sleep 0.1; done
-    url="$(sed -n 's/^listening on //p' "$log")"
-    vlaa-data caption --model scripted-vlm --base-url "$url" -w "$workspace"
-    vlaa-data distill --model scripted-r1 --base-url "$url" -w "$workspace"
-    vlaa-data rewrite --model scripted-chat --base-url "$url" -w "$workspace"
-    vlaa-data verify --rules-only -w "$workspace"
+    run_args+=(--base-url "$(sed -n 's/^listening on //p' "$log")")
+    echo "using the scripted local server: every answer is \"3\""
+elif [[ ${#run_args[@]} == 0 && -n "${OPENAI_API_KEY:-}" && -n "${DEEPSEEK_API_KEY:-}" ]]; then
+    run_args+=(--limit 20 --budget-usd 1)
+fi
+if ! vlaa-data run ${run_args[@]+"${run_args[@]}"} -w "$workspace"; then
+    [[ ${#run_args[@]} == 0 ]] && echo "or try it offline: bash scripts/demo.sh --scripted" >&2
+    exit 1
 fi
 vlaa-data status -w "$workspace"

@@ -32,31 +32,73 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def test_the_demo_script_runs_the_pipeline_without_any_key(tmp_path: Path) -> None:
-    import json
+def _demo(workspace: Path, *args: str):
     import os
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    workspace = tmp_path / "demo"
-    result = subprocess.run(
-        ["bash", str(ROOT / "scripts/demo.sh"), str(workspace)],
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts/demo.sh"), *args, str(workspace)],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "using the scripted local server" in result.stdout
+
+
+def _status(workspace: Path) -> dict:
+    import json
+    import subprocess
+
     status = subprocess.run(
         ["vlaa-data", "status", "--json", "-w", str(workspace)],
         capture_output=True,
         text=True,
         check=True,
     )
-    steps = json.loads(status.stdout)["steps"]
+    return json.loads(status.stdout)
+
+
+def test_the_demo_builds_a_dataset_that_load_dataset_opens(tmp_path: Path) -> None:
+    """The README's main command, against the scripted stand-in server: every step, then an
+    hf export that ``datasets`` loads; run again, it asks the server for nothing new."""
+    import datasets
+
+    workspace = tmp_path / "demo"
+    result = _demo(workspace, "--scripted")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "using the scripted local server" in result.stdout
+    status = _status(workspace)
+    steps = status["steps"]
+    assert steps["collect"]["done"] == 200
     assert steps["caption"]["done"] == steps["distill"]["done"] == 200
     assert steps["rewrite"]["done"] == 200  # the stand-in's reasoning never mentions a caption
     # The stand-in answers "3" to everything: verified correct exactly where the gold is 3.
     verify = steps["verify"]
     assert verify["done"] + verify["rejected"] == 200 and 0 < verify["done"] < 200
+    release = status["releases"]["v1"]
+    loaded = datasets.load_dataset(str(workspace / "releases/v1/hf"))
+    assert {name: len(split) for name, split in loaded.items()} == {
+        name: n for name, n in release.items() if n
+    }
+    assert sum(release.values()) == verify["done"] > 0
+    assert "messages" in loaded[next(iter(loaded))].column_names
+    again = _demo(workspace, "--scripted")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _status(workspace)["llm"] == status["llm"]  # nothing asked, nothing paid, twice
+
+
+def test_the_demo_without_an_endpoint_stops_after_collect_saying_what_to_set(
+    tmp_path: Path,
+) -> None:
+    workspace = tmp_path / "demo"
+    result = _demo(workspace)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1
+    assert "OPENAI_API_KEY" in error[0] and "DEEPSEEK_API_KEY" in error[0]
+    assert "--base-url" in error[0]
+    assert "bash scripts/demo.sh --scripted" in result.stderr
+    steps = _status(workspace)["steps"]
+    assert steps["collect"]["done"] == 200 and steps["caption"]["pending"] == 200

@@ -25,6 +25,8 @@ __all__ = [
     "CollectSettings",
     "LlmSettings",
     "RewriteSettings",
+    "RunCollect",
+    "RunSettings",
     "Settings",
     "StepSettings",
     "StoreSettings",
@@ -83,6 +85,25 @@ class VerifySettings(StepSettings):
     math_workers: int = Field(0, ge=0, description="math check processes (0 = one per core)")
 
 
+class RunCollect(_Section):
+    """One ``collect`` that ``vlaa-data run`` makes first: the arguments of the command."""
+
+    source: str = Field(description="an adapter, synthetic, a file or a Hub id")
+    path: str | None = None
+    name: str | None = None
+    images: str | None = None
+    map: dict[str, str] = Field(default_factory=dict)
+    split: str | None = None
+    limit: int | None = Field(None, gt=0)
+    seed: int | None = None
+
+
+class RunSettings(_Section):
+    collect: list[RunCollect] = Field(default_factory=list)
+    release: str = Field("v1", min_length=1, description="the release split and export make")
+    export_format: str = Field("hf", pattern=r"^(hf|vlaa-json|sharegpt)$")
+
+
 class Settings(_Section):
     collect: CollectSettings = Field(default_factory=CollectSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -92,6 +113,7 @@ class Settings(_Section):
     rewrite: RewriteSettings = Field(default_factory=lambda: RewriteSettings(model="gpt-3.5-turbo"))
     verify: VerifySettings = Field(default_factory=lambda: VerifySettings(model="gpt-3.5-turbo"))
     aha: StepSettings = Field(default_factory=lambda: StepSettings(model="gpt-4o-mini"))
+    run: RunSettings = Field(default_factory=RunSettings)
     # [presets.NAME] tables: validated by vlaa_data.llm.presets when a step resolves a model
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -156,6 +178,18 @@ math_workers = 0
 # The judge of `filter aha --method model`: is each keyword hit genuine self-correction?
 model = "gpt-4o-mini"
 # budget_usd = 5
+
+[run]
+# `vlaa-data run`: the release that split makes and export writes (releases/NAME/FORMAT).
+release = "v1"
+export_format = "hf"
+# Sources it collects first (collecting again adds nothing), e.g.:
+# [[run.collect]]
+# source = "synthetic"
+# limit = 200
+# [[run.collect]]
+# source = "arxivqa"
+# path = "~/data/arxivqa/arxivqa.jsonl"
 
 # Add or override model presets, e.g. a self-hosted R1 behind vLLM:
 # [presets.my-r1]

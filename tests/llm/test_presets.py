@@ -45,6 +45,20 @@ def test_resolving_a_model() -> None:
     assert keyed.api_key == "sk-abc" and "sk-abc" not in repr(keyed)
     unchecked = resolve_endpoint("deepseek-r1", presets, needs_key=False, environ={})
     assert unchecked.api_key is None
+    with pytest.raises(SettingsError, match="DEEPSEEK_API_KEY is not set"):
+        resolve_endpoint("deepseek-r1", presets, environ={})
+    # A preset moved to another endpoint needs no key; one that is set still goes along, and
+    # a key named with api_key_env is required.
+    local = "http://127.0.0.1:8000/v1"
+    hosted = resolve_endpoint("deepseek-r1", presets, base_url=local, environ={})
+    assert hosted.base_url == local and hosted.api_key is None
+    environ = {"DEEPSEEK_API_KEY": "sk-ds"}
+    assert resolve_endpoint("deepseek-r1", presets, base_url=local, environ=environ).api_key
+    with pytest.raises(SettingsError, match="MY_KEY is not set"):
+        resolve_endpoint("deepseek-r1", presets, base_url=local, api_key_env="MY_KEY", environ={})
+    same = presets["deepseek-r1"].base_url
+    with pytest.raises(SettingsError, match="DEEPSEEK_API_KEY is not set"):
+        resolve_endpoint("deepseek-r1", presets, base_url=same, environ={})
 
 
 def test_distill_with_deepseek_r1_sends_what_deepseeks_api_expects(

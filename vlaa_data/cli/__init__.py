@@ -10,11 +10,13 @@ import sys
 
 from vlaa_data.cli import (  # noqa: F401  (registers the commands)
     collect,
+    doctor,
     evaluate,
     filters,
     llm,
     release,
     reward,
+    run,
     train,
     verify,
     workspace,

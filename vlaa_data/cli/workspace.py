@@ -86,6 +86,7 @@ def sql(
     from vlaa_data.workspace import Workspace
 
     with Workspace.open(workspace, write=False) as ws:
+        ws.store.confine()
         result = ws.store.query(query)
     if json_:
         print_json([dict(zip(result.columns, row, strict=True)) for row in result.rows])

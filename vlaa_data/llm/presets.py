@@ -88,7 +88,8 @@ def resolve_endpoint(
     needs_key: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> Endpoint:
-    """Turn ``--model/--base-url/--api-key-env`` into an endpoint; fail at once without a key.
+    """Turn ``--model/--base-url/--api-key-env`` into an endpoint; fail at once without a key,
+    unless ``base_url`` moves the preset to another endpoint (and no ``api_key_env`` is named).
 
     A name that is not a preset is a raw model id and needs ``base_url``. ``needs_key=False``
     (in-process backends, dry runs) skips the key check.
@@ -105,10 +106,14 @@ def resolve_endpoint(
         # A raw id: whether it takes images is for the endpoint to say.
         preset = Preset(name=model, model=model, vision=True)
     key_env = preset.api_key_env if api_key_env is None else api_key_env
+    # At another endpoint than the preset's (a self-hosted server, which usually wants none),
+    # the preset's key is sent when set, as the OpenAI SDK sends OPENAI_API_KEY to any
+    # OPENAI_BASE_URL, and its absence is for that server to judge.
+    elsewhere = bool(base_url) and base_url != preset.base_url and api_key_env is None
     key = None
     if key_env:
         key = environ.get(key_env) or None
-        if key is None and needs_key:
+        if key is None and needs_key and not elsewhere:
             raise SettingsError(
                 f"{key_env} is not set: export {key_env}=... (the API key for "
                 f"{preset.name}), or pass --api-key-env VAR to read it from another variable"

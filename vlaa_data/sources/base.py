@@ -37,9 +37,9 @@ __all__ = [
 class ImageRef:
     """Where a sample's image comes from; read lazily, so samples already collected cost nothing.
 
-    Relative paths resolve against ``root`` and may not leave it. With ``rooted_absolute`` a
-    path that begins with ``/`` is also taken relative to ``root`` (the VLAA-Thinking files
-    write them so).
+    Paths resolve against ``root`` and may not leave it: not by ``..``, not as an absolute path
+    elsewhere, not through a symbolic link. With ``rooted_absolute`` a path that begins with
+    ``/`` is taken relative to ``root`` (the VLAA-Thinking files write them so).
     """
 
     data: bytes | None = None
@@ -70,15 +70,23 @@ class ImageRef:
         return self.path or ""
 
     def resolve(self) -> Path:
-        """The file this reference points at; raises if a relative path leaves its root."""
+        """The file this reference points at, links followed. Raises if that is outside the
+        root (a source's rows must not make collect read files the user did not point it at),
+        or exists but is neither a file nor a folder (reading a FIFO would block forever)."""
         assert self.path is not None
         raw = self.path
-        if os.path.isabs(raw) and not self.rooted_absolute:
-            return Path(raw)
         root = (self.root or Path.cwd()).resolve()
-        candidate = (root / raw.lstrip("/")).resolve()
+        try:
+            # An absolute path replaces ``root`` here, and is then checked like any other.
+            candidate = (root / (raw.lstrip("/") if self.rooted_absolute else raw)).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+            raise ImageRejected("image_unreadable", f"{raw!r}: {exc}") from None
         if candidate != root and root not in candidate.parents:
-            raise ImageRejected("image_path_escapes_root", f"{raw!r} leaves {root}")
+            absolute = os.path.isabs(raw) and not self.rooted_absolute
+            hint = "; pass --images with a folder that holds it" if absolute else ""
+            raise ImageRejected("image_path_escapes_root", f"{raw!r} leaves {root}{hint}")
+        if candidate.exists() and not (candidate.is_file() or candidate.is_dir()):
+            raise ImageRejected("image_unreadable", f"{candidate} is not a regular file")
         return candidate
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,8 @@ __all__ = ["PIPELINE_STEPS", "QueryResult", "Store"]
 
 PIPELINE_STEPS = ("collect", "caption", "distill", "rewrite", "verify", "split")
 _READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA"}
+# "EXPLAIN [ANALYZE] [(FORMAT …)]" before the statement explained
+_EXPLAIN = re.compile(r"EXPLAIN\s+(ANALY[SZ]E\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
 _LOCK_RETRY_SECONDS = 3.0
 
 
@@ -295,6 +298,15 @@ class Store(LlmQueries, ReleaseQueries):
             ).fetchall(),
         }
 
+    def confine(self) -> None:
+        """From now on this read-only connection reaches nothing but the workspace database:
+        no file (``read_csv('/etc/passwd')``, ``COPY … TO``), no URL, no extension install, and
+        no setting can be changed back. One-way; for SQL a user typed (``vlaa-data sql``)."""
+        if not self.read_only:
+            raise ValueError("only a read-only store can be confined")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
     def query(self, sql: str, params: Iterable[Any] | None = None) -> QueryResult:
         """Run read-only SQL; a statement that would write is refused."""
         try:
@@ -304,7 +316,7 @@ class Store(LlmQueries, ReleaseQueries):
         if not statements:
             raise QueryError("empty query")
         for statement in statements:
-            kind = statement.type.name
+            kind = self._statement_kind(statement)
             if kind not in _READ_STATEMENTS:
                 raise QueryError(f"read-only: {kind} statements are refused (use SELECT)")
         try:
@@ -314,3 +326,16 @@ class Store(LlmQueries, ReleaseQueries):
             raise QueryError(str(exc).splitlines()[0]) from exc
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return QueryResult(columns=columns, rows=rows)
+
+    def _statement_kind(self, statement: Any) -> str:
+        """The statement's type; for EXPLAIN, the type of what it explains (EXPLAIN ANALYZE
+        runs it: ``EXPLAIN ANALYZE COPY samples TO 'x.csv'`` writes the file)."""
+        kind = statement.type.name
+        if kind != "EXPLAIN":
+            return kind
+        inner = _EXPLAIN.sub("", statement.query, count=1)
+        try:
+            [explained] = self.con.extract_statements(inner)
+        except (duckdb.Error, ValueError):
+            return "unrecognised EXPLAIN"  # refused, not guessed at
+        return self._statement_kind(explained)

@@ -26,6 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from vlaa_data.testing.server import is_loopback
+
 __all__ = ["TransformersServe", "main"]
 
 # uvicorn logs the port it bound, which is how a server started on port 0 is found.
@@ -50,6 +52,8 @@ class TransformersServe:
         startup_timeout_s: float = 180.0,
         extra_args: tuple[str, ...] = (),
     ) -> None:
+        if any(arg == "--host" or arg.startswith("--host=") for arg in extra_args):
+            raise ValueError("TransformersServe binds 127.0.0.1 only: extra_args sets no --host")
         self.model = str(model)
         self.log_path = Path(log_path)
         self.device = device
@@ -138,7 +142,14 @@ def _healthy(port: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``transformers serve ARGS``, loading processors through ``vlaa_data.hf.load_processor``."""
+    """``transformers serve ARGS``, loading processors through ``vlaa_data.hf.load_processor``.
+
+    A ``--host`` that is not a loopback address is refused: this server is for tests.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    host = _host_of(args)
+    if host is not None and not is_loopback(host):
+        sys.exit(f"error: vlaa_data.testing.serve binds loopback addresses only, not {host!r}")
     import typer
     from transformers.cli.serve import Serve
     from transformers.cli.serving.model_manager import ModelManager
@@ -161,7 +172,18 @@ def main(argv: list[str] | None = None) -> None:
     # Serve alone, not the whole `transformers` CLI, whose other commands take seconds to import.
     app = typer.Typer(add_completion=False)
     app.command()(Serve)
-    app(args=sys.argv[1:] if argv is None else argv, prog_name="transformers serve")
+    app(args=args, prog_name="transformers serve")
+
+
+def _host_of(args: list[str]) -> str | None:
+    """The ``--host`` value in ``args`` (the last one wins, as for any option), if any."""
+    host = None
+    for i, arg in enumerate(args):
+        if arg == "--host" and i + 1 < len(args):
+            host = args[i + 1]
+        elif arg.startswith("--host="):
+            host = arg.removeprefix("--host=")
+    return host
 
 
 if __name__ == "__main__":

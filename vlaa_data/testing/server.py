@@ -42,6 +42,7 @@ __all__ = [
     "ScriptedServer",
     "builtin_responder",
     "default_responder",
+    "is_loopback",
 ]
 
 REASONING_STYLES = ("field", "inline", "lone", "none")
@@ -196,7 +197,7 @@ class ScriptedServer:
         port: int = 0,
         models: list[str] | None = None,
     ) -> None:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ValueError(f"ScriptedServer binds loopback addresses only, not {host!r}")
         self.responder: Responder = responder or default_responder
         self.latency = latency
@@ -420,7 +421,8 @@ def _last_user_text(request: dict) -> str:
     return ""
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names a loopback address (``localhost``, ``127.0.0.0/8``, ``::1``)."""
     if host == "localhost":
         return True
     try:

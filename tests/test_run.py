@@ -1,0 +1,155 @@
+"""``vlaa-data run``: every step in order against the scripted server, resumable, and a stop
+with one line when the LLM steps have no endpoint."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CliRun
+from vlaa_data.errors import VlaaError
+from vlaa_data.pipeline import RUN_STEPS, RunOptions, run_pipeline, select_steps
+from vlaa_data.testing.server import ScriptedServer, default_responder
+from vlaa_data.workspace import Workspace
+
+_COLLECT = """
+[[run.collect]]
+source = "synthetic"
+limit = 24
+seed = 1
+"""
+
+
+@pytest.fixture
+def server() -> Iterator[ScriptedServer]:
+    with ScriptedServer(default_responder) as running:
+        yield running
+
+
+@pytest.fixture
+def run_workspace(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A workspace whose vlaa.toml has run collect 24 synthetic samples; no API keys set."""
+    with (workspace / "vlaa.toml").open("a", encoding="utf-8") as config:
+        config.write(_COLLECT)
+    for key in ("OPENAI_API_KEY", "DEEPSEEK_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    return workspace
+
+
+def _run(workspace: Path, **options) -> dict:
+    with Workspace.open(workspace, write=True) as ws:
+        return run_pipeline(ws, RunOptions(**options)).to_dict()
+
+
+def test_selecting_steps() -> None:
+    assert select_steps() == RUN_STEPS
+    assert select_steps(start="verify") == ("verify", "aha", "split", "export")
+    assert select_steps(start="caption", end="rewrite") == ("caption", "distill", "rewrite")
+    assert select_steps(["export", "collect"]) == ("collect", "export")  # pipeline order
+    with pytest.raises(VlaaError, match=r"unknown step 'captions'.*collect, caption"):
+        select_steps(["captions"])
+    with pytest.raises(VlaaError, match="--from split comes after --to verify"):
+        select_steps(start="split", end="verify")
+
+
+def test_a_run_builds_the_release_and_a_second_run_asks_for_nothing(
+    run_workspace: Path, server: ScriptedServer
+) -> None:
+    first = _run(run_workspace, base_url=server.url)
+    assert first["stopped"] is None
+    steps = first["steps"]
+    assert list(steps) == list(RUN_STEPS)
+    assert steps["collect"]["done"] == 24
+    for step in ("caption", "distill"):
+        assert steps[step]["done"] == 24 and steps[step]["pending"] == 0
+    sent = len(server.requests)
+    # caption and distill each call once per sample (synthetic questions are not text-only),
+    # the judge once per open-ended sample; rewrite needs no call for the stand-in's text.
+    assert (
+        sent
+        == steps["caption"]["requests"]
+        + steps["distill"]["requests"]
+        + (steps["verify"]["requests"])
+    )
+    assert steps["caption"]["requests"] == steps["distill"]["requests"] == 24
+    verify = steps["verify"]
+    assert verify["done"] + verify["rejected"] == 24 and verify["done"] > 0
+    export = Path(first["export"])
+    assert export == run_workspace / "releases" / "v1" / "hf"
+    assert sorted(p.name for p in (export / "data").glob("*.parquet"))
+    files = {p: p.read_bytes() for p in export.rglob("*") if p.is_file()}
+
+    second = _run(run_workspace, base_url=server.url)
+    assert len(server.requests) == sent  # nothing sent again: no request is paid twice
+    assert second["steps"]["collect"]["done"] == 24  # collecting again adds nothing
+    assert all(outcome["requests"] == 0 for outcome in second["steps"].values())
+    assert {p: p.read_bytes() for p in export.rglob("*") if p.is_file()} == files
+
+
+def test_without_keys_the_run_stops_after_collect_naming_every_key(run_workspace: Path) -> None:
+    report = _run(run_workspace)
+    assert list(report["steps"]) == ["collect"] and report["steps"]["collect"]["done"] == 24
+    line = report["stopped"]
+    assert "\n" not in line
+    assert "OPENAI_API_KEY (caption: gpt-4o, rewrite: gpt-3.5-turbo)" in line
+    assert "DEEPSEEK_API_KEY (distill: deepseek-r1)" in line
+    assert "--base-url" in line
+
+
+def test_only_the_missing_key_is_named(
+    run_workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-sent")
+    report = _run(run_workspace, steps=("caption", "distill"))
+    assert report["steps"] == {}  # nothing ran: the check comes before the first LLM step
+    assert "DEEPSEEK_API_KEY (distill: deepseek-r1)" in report["stopped"]
+    assert "OPENAI_API_KEY" not in report["stopped"]
+
+
+def test_a_budget_stop_is_resumed_without_paying_twice(
+    run_workspace: Path, server: ScriptedServer
+) -> None:
+    """The gpt-4o preset's price makes 24 captions cost about $0.02: a $0.01 budget stops
+    caption part way; the run again with room finishes, and no sample was sent twice."""
+    stopped = _run(
+        run_workspace, base_url=server.url, budget_usd=0.01, steps=("collect", "caption")
+    )
+    assert stopped["stopped"].startswith("caption: budget reached")
+    first = stopped["steps"]["caption"]
+    assert 0 < first["done"] < 24 and first["pending"] == 24 - first["done"]
+    finished = _run(run_workspace, base_url=server.url, steps=("collect", "caption"))
+    assert finished["stopped"] is None and finished["steps"]["caption"]["done"] == 24
+    images = [json.dumps(request["messages"], sort_keys=True) for request in server.requests]
+    assert len(images) == len(set(images)) == 24
+
+
+def test_a_failing_step_stops_the_run_with_its_reason(
+    run_workspace: Path, server: ScriptedServer
+) -> None:
+    with (run_workspace / "vlaa.toml").open("a", encoding="utf-8") as config:
+        config.write('\n[[run.collect]]\nsource = "arxivqa"\npath = "/nonexistent/arxivqa.jsonl"\n')
+    report = _run(run_workspace, base_url=server.url)
+    assert report["stopped"].startswith("collect: ") and "nonexistent" in report["stopped"]
+    assert list(report["steps"]) == ["collect"] and not server.requests
+
+
+def test_the_command_prints_a_report_and_exits_1_with_one_line(
+    cli: CliRun, run_workspace: Path, server: ScriptedServer
+) -> None:
+    stopped = cli("run", "-w", run_workspace)
+    assert stopped.returncode == 1
+    assert [line for line in stopped.stderr.splitlines() if line.strip()] == [
+        stopped.stderr.strip()
+    ]
+    assert stopped.stderr.startswith("error: the LLM steps need an endpoint: set ")
+    done = cli("run", "--base-url", server.url, "--to", "verify", "--json", "-w", run_workspace)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert list(report["steps"]) == ["collect", "caption", "distill", "rewrite", "verify"]
+    assert report["export"] is None
+    table = cli("run", "--base-url", server.url, "--from", "aha", "-w", run_workspace)
+    assert table.returncode == 0, table.stderr
+    assert "split: release v1:" in table.stdout and "releases/v1/hf" in table.stdout
