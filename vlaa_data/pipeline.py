@@ -192,14 +192,13 @@ def run_pipeline(
     return report
 
 
-def _llm_options(
-    options: RunOptions, step: str, command: str, limit: int | None = None
-) -> LlmOptions:
+def _llm_options(options: RunOptions, step: str) -> LlmOptions:
+    """The step's own settings from vlaa.toml, less what the run's flags override."""
     return LlmOptions(
         base_url=options.base_url,
-        limit=limit,
+        limit=options.limit,
         budget_usd=options.budget_usd,
-        command=f"{command} ({step})",
+        command=f"{options.command} ({step})",
     )
 
 
@@ -260,8 +259,9 @@ def _llm(
     from vlaa_data.steps.llm_runner import run_llm_step
 
     outcome.ran = True
-    llm_options = _llm_options(options, step, options.command, options.limit)
-    llm = run_llm_step(ws, step, llm_options, on_progress=_progress_of(step, progress))
+    llm = run_llm_step(
+        ws, step, _llm_options(options, step), on_progress=_progress_of(step, progress)
+    )
     _add_llm(outcome, llm)
     _stop_if_over_budget(llm)
 
@@ -270,8 +270,9 @@ def _verify(ws: Workspace, options: RunOptions, outcome: StepOutcome, progress: 
     from vlaa_data.steps.verify import VerifyOptions, run_verify
 
     outcome.ran = True
-    judge = _llm_options(options, "verify", options.command, options.limit)
-    verify_options = VerifyOptions(judge=judge, rules_only=options.rules_only)
+    verify_options = VerifyOptions(
+        judge=_llm_options(options, "verify"), rules_only=options.rules_only
+    )
     verified = run_verify(ws, verify_options, on_progress=_progress_of("verify", progress))
     _add_llm(outcome, verified.judge)
     _stop_if_over_budget(verified.judge)
