@@ -326,3 +326,25 @@ def test_worker_pool_gives_the_same_result(workspace: Path, tmp_path: Path) -> N
     assert report.collected == 300
     assert query(workspace, "SELECT count(DISTINCT image_sha) FROM samples") == [(300,)]
     assert len(list((workspace / "images").rglob("*.png"))) == 300
+
+
+def test_a_file_over_the_byte_limit_is_rejected_before_it_is_read(
+    workspace: Path, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (folder / "img" / "big.png").write_bytes(b"\0" * 5000)  # its size alone rejects it
+    rows = [
+        {"id": "small", "question": "q", "answer": "a", "image": "img/0.png"},
+        {"id": "big", "question": "q", "answer": "a", "image": "img/big.png"},
+    ]
+    path = write_jsonl(folder / "sizes.jsonl", rows)
+    (workspace / "vlaa.toml").write_text("[collect]\nmax_image_bytes = 4000\n")
+    read, original = [], Path.read_bytes
+
+    def recording(self: Path) -> bytes:
+        read.append(self.name)
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", recording)
+    report = run_collect(workspace, str(path))
+    assert dict(report.rejected) == {"image_too_large": 1} and report.collected == 1
+    assert "0.png" in read and "big.png" not in read  # images are read here, in-process

@@ -153,3 +153,20 @@ def test_the_command_prints_a_report_and_exits_1_with_one_line(
     table = cli("run", "--base-url", server.url, "--from", "aha", "-w", run_workspace)
     assert table.returncode == 0, table.stderr
     assert "split: release v1:" in table.stdout and "releases/v1/hf" in table.stdout
+
+
+def test_a_release_without_samples_is_not_exported_and_the_run_ends_well(
+    run_workspace: Path,
+) -> None:
+    """Every answer wrong: verify rejects all, split makes an empty release, and export says
+    so instead of failing the run."""
+    from vlaa_data.testing.server import Reply
+
+    def wrong(request: dict, attempt: int) -> Reply:
+        return Reply.ok("<think>A guess.</think>The answer is 987654.")
+
+    with ScriptedServer(wrong) as server:
+        report = _run(run_workspace, base_url=server.url)
+    assert report["stopped"] is None and report["export"] is None
+    assert report["steps"]["verify"]["done"] == 0
+    assert "holds no samples" in report["steps"]["export"]["note"]

@@ -303,8 +303,12 @@ def _export(
     from vlaa_data.release.export import default_out, export_release
 
     name = report.release or "v1"
-    if name not in ws.store.release_counts():
+    counts = ws.store.release_counts()
+    if name not in counts:
         outcome.note = f"no release {name!r} to export: run the split step first"
+        return
+    if not any(counts[name].values()):
+        outcome.note = f"release {name!r} holds no samples (none verified correct): no export"
         return
     outcome.ran = True
     out = options.export_out or default_out(ws, name, fmt)

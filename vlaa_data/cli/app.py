@@ -114,5 +114,9 @@ def new_table(title: str, *columns: str) -> Table:
 
 
 def command_line() -> str:
-    """The command as the user typed it, for the runs table."""
-    return " ".join(["vlaa-data", *sys.argv[1:]])
+    """The command as the user typed it, for the runs table; a password or token written into
+    a URL (``--base-url https://user:secret@host/v1``) is left out."""
+    from vlaa_data.llm.presets import redact_url
+
+    words = ["vlaa-data", *sys.argv[1:]]
+    return " ".join(redact_url(word) if "://" in word else word for word in words)

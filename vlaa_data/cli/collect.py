@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ from vlaa_data.cli.app import (
     Json,
     Workspace_,
     app,
+    command_line,
     err,
     exit_on_interrupt,
     note_recovered,
@@ -133,7 +133,7 @@ def collect(
                 name=source_name,
                 keep_duplicate_images=keep_duplicate_images,
                 on_progress=lambda n: progress.update(task, completed=n, rate=rate(n, started)),
-                command=" ".join(["vlaa-data", *sys.argv[1:]]),
+                command=command_line(),
             )
     if json_:
         print_json(report.to_dict())

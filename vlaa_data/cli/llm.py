@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from vlaa_data.cli.app import (
     Json,
     Workspace_,
     app,
+    command_line,
     err,
     exit_on_interrupt,
     note_recovered,
@@ -198,7 +198,7 @@ def llm_options(flags: dict[str, Any], **extra: Any) -> LlmOptions:
         no_cache=flags.get("no_cache", False),
         dry_run=flags.get("dry_run", False),
         budget_usd=flags.get("budget_usd"),
-        command=" ".join(["vlaa-data", *sys.argv[1:]]),
+        command=command_line(),
         **extra,
     )
 

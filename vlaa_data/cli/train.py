@@ -96,6 +96,13 @@ def _options(
     return TrainOptions(data, model, recipe, values, settings or (), resume)
 
 
+def _check_data(data: Path, split: str) -> None:
+    """A folder that is not an export fails now, not after torch and TRL load (seconds)."""
+    from vlaa_data.train.data import split_files
+
+    split_files(data, split)
+
+
 def _train(run: Callable[[TrainOptions], TrainReport], options: TrainOptions, json_: bool) -> None:
     """Run, then print the report. With --json the trainer's own prints (its log lines) go to
     stderr, so that stdout holds the JSON report alone."""
@@ -144,6 +151,7 @@ def sft(
 
     Example: accelerate launch -m vlaa_data train sft --data DIR --model M --lora
     """
+    _check_data(data, "sft")
     options = _options(**locals())  # every parameter: flags, or config fields by name
     from vlaa_data.train.sft import run_sft
 
@@ -191,6 +199,7 @@ def grpo(
         raise VlaaError(f"--vllm is colocate or server, not {vllm!r}")
     if judge and reward_model:
         raise VlaaError("pass --judge or --reward-model, not both")
+    _check_data(data, "rl")
     options = _options(**locals())
     from vlaa_data.train.grpo import run_grpo
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from vlaa_data.doctor.checks import Check, llm_check, one_line, scrub
 from vlaa_data.errors import SettingsError
-from vlaa_data.llm.presets import Endpoint, load_presets, resolve_endpoint
+from vlaa_data.llm.presets import Endpoint, load_presets, redact_url, resolve_endpoint
 from vlaa_data.settings import Settings, StepSettings
 from vlaa_data.workspace import CONFIG_NAME
 
@@ -90,7 +90,7 @@ def model_checks(
             llm_check(
                 f"model {step}",
                 "ok",
-                f"{section.model}: {endpoint.preset.model} at {endpoint.base_url}",
+                f"{section.model}: {endpoint.preset.model} at {endpoint.shown_base_url}",
             )
         )
         endpoints[step] = endpoint
@@ -165,7 +165,7 @@ def _endpoint_checks(targets: list[_Target], *, offline: bool, timeout_s: float)
     checks: list[Check | None] = [None] * len(targets)
     probed = []
     for index, target in enumerate(targets):
-        name = f"endpoint {target.base_url}"
+        name = f"endpoint {redact_url(target.base_url)}"
         if offline:
             checks[index] = llm_check(name, "skip", "not contacted (--offline)")
         elif target.blocked and target.api_key is None:
@@ -193,7 +193,7 @@ async def _probe(session: Any, target: _Target, timeout_s: float) -> Check:
 
     from vlaa_data.llm.http import _error_message
 
-    name = f"endpoint {target.base_url}"
+    name = f"endpoint {redact_url(target.base_url)}"
     url = f"{target.base_url}/models"
     if not re.match(r"https?://[^/]", target.base_url):
         return llm_check(name, "fail", "not an http(s) URL", "correct base_url")

@@ -26,6 +26,7 @@ import yarl
 from vlaa_data.llm.estimate import estimate_input_tokens
 from vlaa_data.llm.image_encoding import ImageEncoder
 from vlaa_data.llm.limits import RateLimiter
+from vlaa_data.llm.presets import redact_url
 from vlaa_data.llm.reply import CallFailed, ChatReply, parse_completion
 from vlaa_data.llm.request import ChatRequest
 
@@ -64,7 +65,8 @@ class HttpConfig:
     def __repr__(self) -> str:
         # The key and header values (which may hold other credentials) never reach a log.
         return (
-            f"HttpConfig(base_url={self.base_url!r}, api_key={'***' if self.api_key else None}, "
+            f"HttpConfig(base_url={redact_url(self.base_url)!r}, "
+            f"api_key={'***' if self.api_key else None}, "
             f"timeout_s={self.timeout_s!r}, max_retries={self.max_retries!r}, "
             f"backoff_base_s={self.backoff_base_s!r}, backoff_max_s={self.backoff_max_s!r}, "
             f"max_pixels={self.max_pixels!r}, extra_headers={sorted(self.extra_headers)!r})"

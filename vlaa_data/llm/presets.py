@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -23,7 +24,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Endpoint", "Preset", "builtin_presets", "load_presets", "resolve_endpoint"]
+__all__ = [
+    "Endpoint",
+    "Preset",
+    "builtin_presets",
+    "load_presets",
+    "redact_url",
+    "resolve_endpoint",
+]
 
 ReasoningFormat = Literal["field", "inline", "none"]
 
@@ -56,6 +64,25 @@ class Endpoint:
     base_url: str | None
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str = ""
+
+    @property
+    def shown_base_url(self) -> str | None:
+        """``base_url`` as it may be stored and printed: credentials written into it
+        (``https://user:secret@host/v1``) become ``***``."""
+        return redact_url(self.base_url)
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` without the password or token of its user-info part."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 def builtin_presets() -> dict[str, dict[str, Any]]:

@@ -48,7 +48,8 @@ class ImageRef:
     rooted_absolute: bool = False
     render: Callable[[], bytes] | None = None
 
-    def load(self) -> bytes:
+    def load(self, max_bytes: int | None = None) -> bytes:
+        """The image's bytes; a file larger than ``max_bytes`` is rejected before it is read."""
         if self.data is not None:
             return self.data
         if self.render is not None:
@@ -57,6 +58,9 @@ class ImageRef:
             raise ImageRejected("image_missing", "the row names no image")
         path = self.resolve()
         try:
+            size = path.stat().st_size
+            if max_bytes is not None and size > max_bytes:
+                raise ImageRejected("image_too_large", f"{size} bytes > max {max_bytes}")
             return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ImageRejected("image_missing", f"no file at {path}") from None

@@ -160,7 +160,7 @@ def _process_image(raw: RawSample) -> ImageInfo | ImageRejected:
     try:
         if raw.image is None:
             raise ImageRejected("image_missing", "the row names no image")
-        data = raw.image.load()
+        data = raw.image.load(max_bytes=_worker_limits[1])
         info = inspect_image(data, max_pixels=_worker_limits[0], max_bytes=_worker_limits[1])
         _worker_store.write(info, data)
         return info
