@@ -38,7 +38,7 @@ _LLM_STEPS = ("caption", "distill", "rewrite")
 # The steps whose per-sample states `status` counts (aha and export have none of their own).
 _COUNTED = ("collect", "caption", "distill", "rewrite", "verify", "split")
 
-# step, samples finished, samples to finish (None: not known yet)
+# step, samples finished, samples to finish (None: not known yet); (step, 0, None) first
 OnProgress = Callable[[str, int, int | None], None]
 
 
@@ -177,6 +177,7 @@ def run_pipeline(
                     break
             outcome = StepOutcome(step)
             report.steps.append(outcome)
+            progress(step, 0, None)  # the step starts: the ones before it are done
             step_started = time.monotonic()
             try:
                 runners[step](outcome)

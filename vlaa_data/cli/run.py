@@ -98,6 +98,11 @@ def run(
     tasks: dict[str, TaskID] = {step: progress.add_task(step, total=None) for step in chosen}
 
     def show(step: str, finished: int, total: int | None) -> None:
+        for earlier in chosen[: chosen.index(step)]:  # a step that started ends the ones before
+            task = progress.tasks[tasks[earlier]]
+            if not task.finished:
+                whole = max(int(task.completed), 1)
+                progress.update(tasks[earlier], completed=whole, total=whole)
         progress.update(tasks[step], completed=finished, total=total)
 
     with exit_on_interrupt(), Workspace.open(workspace, write=True) as ws, progress:
