@@ -178,7 +178,10 @@ VERIFY_ROWS = [
     ),
     ({"question": "Which animals?", "answer": "two dogs", "reward_type": "open"}, "Answer: cats"),
     ({"question": "What colour?", "answer": "blue", "reward_type": "open"}, "Answer: blueish"),
-    ({"question": "Which? A. 30° B. 45°", "answer": "B", "reward_type": "choice"}, "Answer: 45°"),
+    (  # neither a letter nor an option's value: rules cannot map it, the judge can
+        {"question": "Which? A. 30° B. 45°", "answer": "B", "reward_type": "choice"},
+        "Answer: forty-five degrees",
+    ),
 ]
 JUDGE_SAYS = {6: "Yes", 7: "**No.**", 8: "Hard to say: partly.", 9: "yes"}
 
@@ -225,12 +228,12 @@ def test_verify_decides_by_rules_first_and_asks_the_judge_only_for_the_rest(
         1: ("rejected", "incorrect", "digit", "5"),
         2: ("done", None, "choice", "So (B)"),
         3: ("rejected", "incorrect", "choice", "A"),
-        4: ("done", None, "math", "$0.5$"),
+        4: ("done", None, "math", "0.5"),
         5: ("done", None, "iou", "[0.1, 0.1, 0.5, 0.5]"),
         6: ("done", None, "judge:test-judge", "an umbrella, red"),
         7: ("rejected", "incorrect", "judge:test-judge", "cats"),
         8: ("rejected", "unverifiable", "judge:test-judge", "blueish"),
-        9: ("done", None, "judge:test-judge", "45°"),
+        9: ("done", None, "judge:test-judge", "forty-five degrees"),
     }
     for n, (status, reason, method, extracted) in expected.items():
         got_status, output, got_reason, got_method = results[n]

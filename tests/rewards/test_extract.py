@@ -80,7 +80,7 @@ CHOICES = [
     ("I pick option A over option D", "D"),  # the last marked letter
     # Letters inside ordinary words are never options.
     ("A large sphere is behind the cube", None),
-    ("a", None),
+    ("a", "A"),  # a lone letter is an option, lower case too
     ("I think it is a cylinder", None),
     ("Apples", None),
     ("", None),

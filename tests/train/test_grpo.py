@@ -49,7 +49,9 @@ def test_two_steps_with_the_mixed_reward_log_each_type_and_move_the_policy(
         "judge": "grader",
         "judge_base_url": judge.url,
     }
-    settings = (*FAST, "generation_batch_size=12", "max_completion_length=8")
+    # A random model never writes the paper's tags: read its answers leniently, or every
+    # reward is the format's 0 and nothing would be graded.
+    settings = (*FAST, "generation_batch_size=12", "max_completion_length=8", "strict_format=false")
     report = run_grpo(TrainOptions(hf_export, str(tiny_vlm), values=values, settings=settings))
     assert report.steps == 2 and report.rows == 6 and not report.notes
     steps = [entry for entry in report.log_history if "loss" in entry]

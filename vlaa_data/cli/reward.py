@@ -35,13 +35,22 @@ def reward(
     base_url: JudgeBaseUrl = None,
     reward_model: RewardModel = None,
     beta: Annotated[float, typer.Option(min=1e-6, help="beta of the reward-model formula.")] = 1.0,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Read answers as train grpo and eval do: only the last <answer> block after "
+            "</think>; no tags, reward 0. Default: the lenient reader verify uses.",
+        ),
+    ] = False,
     json_: Json = False,
 ) -> None:
     """Score completions with the rewards train grpo uses; each row gets "reward".
 
     Rows: {"completion": str, "answer": str, "reward_type": str, "image_size": [w, h],
     "question": str}. A row that cannot be scored keeps "reward": null and a "reward_note"
-    saying why. Open-ended rows need --judge or --reward-model.
+    saying why. Open-ended rows need --judge or --reward-model. Answers are read as verify
+    reads distilled traces; --strict reads them as train grpo and eval do.
 
     Example: vlaa-data reward outputs.jsonl --out scored.jsonl
 
@@ -57,7 +66,9 @@ def reward(
         raise VlaaError("pass --judge or --reward-model, not both")
     open_scorer = open_scorer_from(judge, base_url=base_url, reward_model=reward_model, beta=beta)
     with MathVerifier(deadline_s=deadline) as math:
-        summary = score_file(file, out_file or file, math=math, open_scorer=open_scorer)
+        summary = score_file(
+            file, out_file or file, math=math, open_scorer=open_scorer, strict=strict
+        )
     if json_:
         print_json(summary.to_dict())
         return

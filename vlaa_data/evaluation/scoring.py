@@ -7,6 +7,9 @@ and a training run can never disagree on what a completion earns.
 A row is *correct* when its reward is 1 (digit, choice, math), or for ``iou`` when the boxes
 overlap with IoU >= 0.5, the usual grounding threshold; ``open`` rows have a score, not a
 right or wrong, so ``correct`` stays None for them.
+
+Answers are read strictly, in the training format: only the last ``<answer>`` block after
+``</think>`` counts, and a completion without one is a format failure (note "no answer").
 """
 
 from __future__ import annotations
@@ -16,10 +19,9 @@ from dataclasses import dataclass
 
 from vlaa_data.answers import REWARD_TYPES
 from vlaa_data.evaluation.data import EvalRow
-from vlaa_data.rewards.extract import final_answer, split_completion
 from vlaa_data.rewards.math_pool import MathVerifier
 from vlaa_data.rewards.open_scorers import OpenScorer
-from vlaa_data.rewards.registry import MixedReward
+from vlaa_data.rewards.registry import Graded, MixedReward
 
 __all__ = ["IOU_CORRECT", "NO_ANSWER", "SampleScore", "is_correct", "score_completions"]
 
@@ -64,10 +66,10 @@ def score_completions(
         for i, (row, text) in enumerate(zip(rows, completions, strict=True))
         if text is not None and row.reward_type in REWARD_TYPES
     ]
-    rewards: list[float | None] = []
+    graded: list[Graded] = []
     try:
         if known:  # MixedReward reads the gold from "answer" when "solution" is empty
-            rewards = reward(
+            graded = reward.grade(
                 [rows[i].question for i in known],
                 [completions[i] for i in known],
                 reward_type=[rows[i].reward_type for i in known],
@@ -77,7 +79,7 @@ def score_completions(
     finally:
         if own_math:
             reward.close()
-    by_row = dict(zip(known, rewards, strict=True))
+    by_row = dict(zip(known, graded, strict=True))
     scores = []
     for i, (row, text) in enumerate(zip(rows, completions, strict=True)):
         if text is None:
@@ -85,25 +87,22 @@ def score_completions(
         elif i not in by_row:
             scores.append(SampleScore(None, None, None, f"unknown reward type {row.reward_type!r}"))
         else:
-            answer = final_answer(split_completion(text).answer)
-            value = by_row[i]
+            grade = by_row[i]
             scores.append(
                 SampleScore(
-                    answer,
-                    value,
-                    is_correct(row.reward_type, value),
-                    _note(row.reward_type, answer, value, open_scorer is not None),
+                    grade.answer,
+                    grade.reward,
+                    is_correct(row.reward_type, grade.reward),
+                    _note(row.reward_type, grade, open_scorer is not None),
                 )
             )
     return scores
 
 
-def _note(
-    reward_type: str, answer: str | None, reward: float | None, can_grade: bool
-) -> str | None:
-    if answer is None:
+def _note(reward_type: str, grade: Graded, can_grade: bool) -> str | None:
+    if grade.note == "no_answer":
         return NO_ANSWER
-    if reward is not None:
+    if grade.reward is not None:
         return None
     if reward_type == "open":
         return "no grade" if can_grade else "no scorer for open answers"

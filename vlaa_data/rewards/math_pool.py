@@ -3,7 +3,9 @@ worker that overruns is killed and replaced.
 
 Math-Verify's own timeouts use ``signal.alarm``: they work only in the main thread, and some
 inputs hang in C code where no signal lands. So they are off here (``parsing_timeout=None``,
-``timeout_seconds=None``) and the parent enforces ``deadline_s`` per check instead. Workers
+``timeout_seconds=None``) and the parent enforces ``deadline_s`` per check instead. A check
+that overruns it is tried once more with five times as long: on a loaded machine a check can
+overrun by wall-clock time alone, and a verdict must not depend on the load. Workers
 are started once and reused; a replacement's start-up (imports of sympy) does not count
 against anyone's deadline.
 
@@ -28,9 +30,10 @@ from fractions import Fraction
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-__all__ = ["MathCheck", "MathVerifier", "decide_plainly"]
+__all__ = ["MathCheck", "MathVerifier", "decide_plainly", "is_plain_number", "plain_to_latex"]
 
 _START_TIMEOUT_S = 120.0
+_RETRY_FACTOR = 5  # the default second deadline of a check that overran its first
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,11 @@ def _plain_number(text: str) -> tuple[Fraction, bool] | None:
             return None
         value = Fraction(numerator, denominator)
     return (-value if match["sign"] in ("-", "\u2212") else value), match["dec"] is not None
+
+
+def is_plain_number(text: str) -> bool:
+    """An integer, decimal, fraction or degree that is decided without Math-Verify's parser."""
+    return _plain_number(text) is not None
 
 
 def decide_plainly(gold: str, pred: str) -> bool | None:
@@ -133,11 +141,41 @@ def _parse(parse: Any, text: str) -> list[Any]:
     equation would match. Plain text and numbers are parsed as they are.
     """
     bare = "$" not in text and "\\boxed" not in text
+    if bare and "\\" not in text and _PLAIN_FUNCTION.search(text):
+        text = plain_to_latex(text)
     if bare and _FORMULA.search(text):
         parsed = parse(f"${text}$", parsing_timeout=None)
         if any(not isinstance(item, str) for item in parsed):  # not just the text echoed
             return parsed
     return parse(text, parsing_timeout=None)
+
+
+# Golds written as code: "2*sqrt(3)", "sin(x)^2 + pi" (Math-Verify's plain parser stops at
+# the first function and reads "2*sqrt(3)" as 2).
+_PLAIN_FUNCTION = re.compile(
+    r"\b(?:sqrt|sin|cos|tan|cot|sec|csc|log|ln|exp|pi|arcsin|arccos|arctan)\b|\*"
+)
+
+
+def plain_to_latex(text: str) -> str:
+    """A formula written as code in LaTeX: ``sqrt(x)`` -> ``\\sqrt{x}``, ``sin`` -> ``\\sin``,
+    ``pi`` -> ``\\pi``, ``**`` -> ``^``, ``*`` -> ``\\cdot``."""
+    out = text.replace("**", "^")
+    while (start := out.find("sqrt(")) >= 0:
+        depth, end = 0, -1
+        for i in range(start + 4, len(out)):
+            depth += {"(": 1, ")": -1}.get(out[i], 0)
+            if depth == 0:
+                end = i
+                break
+        if end < 0:
+            break
+        out = f"{out[:start]}\\sqrt{{{out[start + 5 : end]}}}{out[end + 1 :]}"
+    out = re.sub(
+        r"(?<!\\)\b(sin|cos|tan|cot|sec|csc|log|ln|exp|arcsin|arccos|arctan|pi)\b", r"\\\1", out
+    )
+    out = re.sub(r"\^\s*\(([^()]*)\)", r"^{\1}", out)
+    return out.replace("*", " \\cdot ")
 
 
 class _Worker:
@@ -149,6 +187,7 @@ class _Worker:
         self.ready = False
         self.job: int | None = None
         self.started = 0.0
+        self.deadline = 0.0
 
     def kill(self) -> None:
         self.process.kill()
@@ -159,10 +198,13 @@ class _Worker:
 class MathVerifier:
     """A pool of ``workers`` processes checking ``(gold, pred)`` pairs with Math-Verify."""
 
-    def __init__(self, *, workers: int = 1, deadline_s: float = 2.0) -> None:
+    def __init__(
+        self, *, workers: int = 1, deadline_s: float = 2.0, retry_deadline_s: float | None = None
+    ) -> None:
         if workers < 1 or deadline_s <= 0:
             raise ValueError("workers must be >= 1 and deadline_s > 0")
         self.deadline_s = deadline_s
+        self.retry_deadline_s = retry_deadline_s or deadline_s * _RETRY_FACTOR
         self._context = multiprocessing.get_context("forkserver")
         self._size = workers
         self._workers: list[_Worker] = []
@@ -171,9 +213,12 @@ class MathVerifier:
         return self.check_many([(gold, pred)])[0]
 
     def check_many(self, pairs: Sequence[tuple[str, str]]) -> list[MathCheck]:
-        """Check every pair; each costs at most ``deadline_s`` of a worker's time."""
+        """Check every pair within ``deadline_s`` of a worker's time; one that overruns it is
+        tried once more within ``retry_deadline_s`` (default: five times as long) before it
+        is called a timeout."""
         results: list[MathCheck | None] = [None] * len(pairs)
         pending: deque[int] = deque()
+        retried: set[int] = set()
         for i, (gold, pred) in enumerate(pairs):
             plain = decide_plainly(gold, pred)
             if plain is None:
@@ -187,11 +232,13 @@ class MathVerifier:
                 if worker.ready and worker.job is None and pending:
                     worker.job = pending.popleft()
                     worker.started = time.monotonic()
+                    retry = worker.job in retried
+                    worker.deadline = self.retry_deadline_s if retry else self.deadline_s
                     worker.conn.send(pairs[worker.job])
             busy = [w for w in self._workers if w.job is not None]
             waiting = [w for w in self._workers if not w.ready]
             now = time.monotonic()
-            timeout = min((w.started + self.deadline_s - now for w in busy), default=1.0)
+            timeout = min((w.started + w.deadline - now for w in busy), default=1.0)
             if waiting and not busy:
                 timeout = _START_TIMEOUT_S
             for conn in wait([w.conn for w in busy + waiting], max(timeout, 0.0)):
@@ -211,7 +258,13 @@ class MathVerifier:
                     worker.job = None
             now = time.monotonic()
             for worker in list(self._workers):
-                if worker.job is not None and now - worker.started > self.deadline_s:
+                if worker.job is not None and now - worker.started > worker.deadline:
+                    if worker.job not in retried:
+                        # A busy machine can make any check overrun: once more, with time to
+                        # spare, so that a verdict does not depend on the load.
+                        retried.add(worker.job)
+                        pending.append(worker.job)
+                        worker.job = None
                     self._replace(worker, results, "timeout")
         return [r if r is not None else MathCheck(None, "error") for r in results]
 

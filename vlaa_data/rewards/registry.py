@@ -13,20 +13,35 @@ None, which TRL ignores.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vlaa_data.answers import normalise_choice
 from vlaa_data.rewards.extract import (
-    final_answer,
+    Final,
+    gold_answer,
+    is_plain_junk,
+    parse_options,
     read_box,
     read_choice,
+    read_final,
     read_number,
     split_completion,
 )
-from vlaa_data.rewards.math_pool import MathCheck, MathVerifier
-from vlaa_data.rewards.open_scorers import OpenCase
+from vlaa_data.rewards.math_pool import MathCheck, MathVerifier, is_plain_number
+from vlaa_data.rewards.open_scorers import OpenCase, OpenScorer
 
-__all__ = ["SCORERS", "MixedReward", "Scorer", "iou", "math_reward", "score"]
+__all__ = [
+    "SCORERS",
+    "Graded",
+    "MixedReward",
+    "RewardCase",
+    "Scorer",
+    "grade_many",
+    "iou",
+    "math_reward",
+    "score",
+]
 
 Box = tuple[float, float, float, float]
 
@@ -38,18 +53,25 @@ class Scorer(Protocol):
 
 
 def digit(answer: str, gold: str, *, image_size: tuple[int, int] | None = None) -> float | None:
-    expected = read_number(gold)
+    expected = read_number(gold_answer(gold).text)
     if expected is None:
         return None
     got = read_number(answer)
     return float(got is not None and abs(got - expected) < 1e-9)
 
 
-def choice(answer: str, gold: str, *, image_size: tuple[int, int] | None = None) -> float | None:
-    expected = normalise_choice(gold)
+def choice(
+    answer: str,
+    gold: str,
+    *,
+    image_size: tuple[int, int] | None = None,
+    options: dict[str, str] | None = None,
+) -> float | None:
+    stated = gold_answer(gold).text
+    expected = normalise_choice(stated) or read_choice(stated)
     if expected is None:
         return None
-    return float(read_choice(answer) == expected)
+    return float(read_choice(answer, options) == expected)
 
 
 def iou_reward(
@@ -105,41 +127,150 @@ def math_reward(check: MathCheck) -> float | None:
 SCORERS: dict[str, Scorer] = {"digit": digit, "choice": choice, "iou": iou_reward}
 
 
+@dataclass(frozen=True)
+class RewardCase:
+    """One answer region to grade: ``region`` is the completion's answer region, already
+    split from its reasoning (None: there is none, a format failure)."""
+
+    reward_type: str
+    region: str | None
+    gold: str
+    question: str | None = None
+    image_size: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Graded:
+    """A reward (None: unscored), the final answer read, and why it is what it is.
+
+    ``note``: no_answer (nothing stated, or a hedge), gold_unreadable, no_<type>_in_answer
+    (the answer holds nothing the type's reader knows), open_ended (no open scorer), no_grade,
+    or Math-Verify's reason (pred_unparseable, timeout, error); ``decided`` is False where a
+    rule could not settle the answer (a judge may).
+    """
+
+    reward: float | None
+    answer: str | None
+    note: str | None = None
+    decided: bool = True
+
+
+def grade_many(
+    cases: Sequence[RewardCase],
+    *,
+    math: MathVerifier,
+    open_scorer: Scorer | OpenScorer | None = None,
+    strict: bool = False,
+) -> list[Graded]:
+    """Grade every case: math checks in one batch through the worker pool, open-ended ones
+    in one batch when the scorer grades batches. ``strict`` (training rewards) also refuses
+    plain text that holds several numbers among words ("xq 3 zz 7 3")."""
+    graded: list[Graded | None] = [None] * len(cases)
+    math_rows: list[tuple[int, Final]] = []
+    open_rows: list[tuple[int, Final]] = []
+    for i, case in enumerate(cases):
+        final = read_final(case.region)
+        if final is None or (
+            strict and case.reward_type in ("digit", "math") and is_plain_junk(final.text)
+        ):
+            graded[i] = Graded(0.0, final.text if final else None, "no_answer")
+        elif case.reward_type == "math":
+            math_rows.append((i, final))
+        elif case.reward_type == "open":
+            if open_scorer is None:
+                graded[i] = Graded(None, final.text, "open_ended", decided=False)
+            elif hasattr(open_scorer, "score_many"):
+                open_rows.append((i, final))
+            else:
+                value = open_scorer(final.text, case.gold, image_size=case.image_size)  # type: ignore[operator]
+                graded[i] = Graded(value, final.text, None if value is not None else "no_grade")
+        elif case.reward_type in SCORERS:
+            graded[i] = _by_rule(case, final)
+        else:
+            raise ValueError(f"unknown reward type {case.reward_type!r}")
+    pairs = [(_gold_math_text(cases[i].gold), _math_text(f)) for i, f in math_rows]
+    for (i, final), check in zip(math_rows, math.check_many(pairs), strict=True):
+        reward = math_reward(check)
+        undecided = check.equal is None or check.reason == "pred_unparseable"
+        graded[i] = Graded(reward, final.text, check.reason, decided=not undecided)
+    if open_rows:
+        open_cases = [
+            OpenCase(cases[i].question or "", f.text, cases[i].gold) for i, f in open_rows
+        ]
+        grades = open_scorer.score_many(open_cases)  # type: ignore[union-attr]
+        for (i, final), value in zip(open_rows, grades, strict=True):
+            graded[i] = Graded(value, final.text, None if value is not None else "no_grade")
+    return [g for g in graded if g is not None]
+
+
+def _by_rule(case: RewardCase, final: Final) -> Graded:
+    kind, text = case.reward_type, final.text
+    if kind == "choice":
+        options = parse_options(case.question)
+        letter = read_choice(text) or read_choice(final.after)
+        by_value = read_choice(text, options) if options else None
+        if letter and by_value and letter != by_value:
+            return Graded(0.0, text, "choice_disagrees_with_value")
+        text = letter or by_value or text
+        reward = choice(text, case.gold)
+    else:
+        reward = SCORERS[kind](text, case.gold, image_size=case.image_size)
+    if reward is None:
+        readable = _READERS[kind](gold_answer(case.gold).text) is not None
+        note = "not_comparable" if readable else "gold_unreadable"
+        return Graded(None, final.text, note, decided=False)
+    if reward == 0 and kind != "iou" and _READERS[kind](text) is None:
+        return Graded(0.0, final.text, f"no_{kind}_in_answer", decided=False)
+    return Graded(reward, final.text)
+
+
+_READERS: dict[str, Any] = {"digit": read_number, "choice": read_choice, "iou": read_box}
+
+
+def _math_text(final: Final) -> str:
+    """What Math-Verify parses: a plain number as it is (decided without the parser), else the
+    statement with its LaTeX and boxes kept."""
+    return final.text if is_plain_number(final.text) else final.span
+
+
+def _gold_math_text(gold: str) -> str:
+    """A boxed gold goes to Math-Verify whole (it reads boxes as Math-Verify's own tests
+    expect); a worked solution ending in "Answer: X" gives only X."""
+    final = gold_answer(gold)
+    return gold if final.how == "boxed" else _math_text(final)
+
+
 def score(
     reward_type: str,
     completion: str,
     gold: str,
     *,
     reasoning: str | None = None,
+    question: str | None = None,
     image_size: tuple[int, int] | None = None,
     math: MathVerifier | None = None,
     open_scorer: Scorer | None = None,
+    strict: bool = False,
 ) -> float | None:
-    """The reward of one completion; see the module docstring."""
-    answer = final_answer(split_completion(completion, reasoning).answer)
-    if reward_type == "math":
-        if math is None:
-            raise ValueError("math rewards need a MathVerifier")
-        if answer is None:
-            return 0.0
-        return math_reward(math.check(gold, answer))
-    scorer = open_scorer if reward_type == "open" else SCORERS.get(reward_type)
-    if scorer is None:
-        if reward_type == "open":
-            return None
+    """The reward of one completion; ``strict`` reads only the paper's output format."""
+    if reward_type == "math" and math is None:
+        raise ValueError("math rewards need a MathVerifier")
+    if reward_type not in SCORERS and reward_type not in ("math", "open"):
         raise ValueError(f"unknown reward type {reward_type!r}")
-    if answer is None:
-        return 0.0
-    return scorer(answer, gold, image_size=image_size)
+    region = split_completion(completion, reasoning, strict=strict).answer
+    case = RewardCase(reward_type, region, gold, question, image_size)
+    # Without math cases a verifier starts no worker: a spare one costs nothing.
+    math = math or MathVerifier()
+    return grade_many([case], math=math, open_scorer=open_scorer, strict=strict)[0].reward
 
 
 class MixedReward:
     """The mixed reward as a TRL reward function, routing rows by ``reward_type``.
 
     Gold comes from the ``solution`` column (our RL export), else ``answer``; ``image_size``
-    is optional. Math checks run in one batch through the worker pool; so do open-ended rows
-    when the open scorer grades batches (``score_many``: a judge, a reward model), each with
-    its prompt as the question.
+    is optional; each prompt's text is the question (an open scorer sees it, and a choice
+    answered with an option's value maps to its letter). ``strict`` (the default, the
+    paper's format) reads only the last ``<answer>`` block after ``</think>``.
     """
 
     __name__ = "mixed_reward"  # TRL logs reward functions by name
@@ -148,40 +279,38 @@ class MixedReward:
         self,
         *,
         math: MathVerifier | None = None,
-        open_scorer: Scorer | None = None,
+        open_scorer: Scorer | OpenScorer | None = None,
+        strict: bool = True,
     ) -> None:
         self.math = math or MathVerifier()
         self.open_scorer = open_scorer
+        self.strict = strict
 
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
     ) -> list[float | None]:
+        return [g.reward for g in self.grade(prompts, completions, **columns)]
+
+    def grade(
+        self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+    ) -> list[Graded]:
+        """Each row's reward with the answer read and the note saying why."""
         types: Sequence[str] = columns["reward_type"]
         golds: Sequence[str] = columns.get("solution") or columns["answer"]
         sizes: Sequence[Any] = columns.get("image_size") or [None] * len(completions)
-        texts = [_text(c) for c in completions]
-        rewards: list[float | None] = [None] * len(texts)
-        batched: dict[str, list[tuple[int, str]]] = {"math": [], "open": []}
-        for i, (kind, text, gold, size) in enumerate(zip(types, texts, golds, sizes, strict=True)):
-            if kind in batched and (kind == "math" or hasattr(self.open_scorer, "score_many")):
-                answer = final_answer(split_completion(text).answer)
-                if answer is None:
-                    rewards[i] = 0.0
-                else:
-                    batched[kind].append((i, answer))
-                continue
-            rewards[i] = score(
-                kind, text, str(gold), image_size=_size(size), open_scorer=self.open_scorer
+        cases = [
+            RewardCase(
+                kind,
+                split_completion(_text(completion), strict=self.strict).answer,
+                str(gold),
+                _text(prompt),
+                _size(size),
             )
-        checks = self.math.check_many([(str(golds[i]), answer) for i, answer in batched["math"]])
-        for (i, _), check in zip(batched["math"], checks, strict=True):
-            rewards[i] = math_reward(check)
-        if batched["open"]:
-            cases = [OpenCase(_text(prompts[i]), a, str(golds[i])) for i, a in batched["open"]]
-            scores = self.open_scorer.score_many(cases)  # type: ignore[union-attr]
-            for (i, _), value in zip(batched["open"], scores, strict=True):
-                rewards[i] = value
-        return rewards
+            for kind, completion, gold, size, prompt in zip(
+                types, completions, golds, sizes, prompts, strict=True
+            )
+        ]
+        return grade_many(cases, math=self.math, open_scorer=self.open_scorer, strict=self.strict)
 
     def close(self) -> None:
         self.math.close()

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from vlaa_data.answers import REWARD_TYPES
-from vlaa_data.rewards.extract import final_answer, split_completion
+from vlaa_data.rewards.extract import split_completion
 from vlaa_data.rewards.math_pool import MathVerifier
-from vlaa_data.rewards.open_scorers import OpenCase, OpenScorer
-from vlaa_data.rewards.registry import SCORERS, math_reward
+from vlaa_data.rewards.open_scorers import OpenScorer
+from vlaa_data.rewards.registry import Graded, RewardCase, grade_many
 
 __all__ = ["RewardSummary", "TypeSummary", "score_file"]
 
@@ -68,8 +68,10 @@ def score_file(
     *,
     math: MathVerifier | None = None,
     open_scorer: OpenScorer | None = None,
+    strict: bool = False,
 ) -> RewardSummary:
-    """Score every row of ``source`` into ``out`` (which may be the same file)."""
+    """Score every row of ``source`` into ``out`` (which may be the same file); ``strict``
+    reads answers as ``train grpo`` does (only the last ``<answer>`` block after ``</think>``)."""
     summary = RewardSummary()
     own_math = math is None
     math = math or MathVerifier()
@@ -79,9 +81,9 @@ def score_file(
         for row in _rows(source):
             batch.append(row)
             if len(batch) == _BATCH:
-                scored += _score_batch(batch, math, open_scorer, summary)
+                scored += _score_batch(batch, math, open_scorer, summary, strict)
                 batch = []
-        scored += _score_batch(batch, math, open_scorer, summary)
+        scored += _score_batch(batch, math, open_scorer, summary, strict)
     finally:
         if own_math:
             math.close()
@@ -119,46 +121,45 @@ def _score_batch(
     math: MathVerifier,
     open_scorer: OpenScorer | None,
     summary: RewardSummary,
+    strict: bool,
 ) -> list[dict[str, Any]]:
-    math_rows: list[tuple[dict[str, Any], str, str]] = []
-    open_rows: list[tuple[dict[str, Any], OpenCase]] = []
+    valid: list[dict[str, Any]] = []
     for row in rows:
         summary.rows += 1
         kind = row.get("reward_type")
-        entry = summary.by_type[kind if isinstance(kind, str) else "(none)"]
-        entry.rows += 1
+        summary.by_type[kind if isinstance(kind, str) else "(none)"].rows += 1
         note = row.pop("_note", None) or _problem(row)
-        if note is None:
-            answer = final_answer(split_completion(row["completion"], row.get("reasoning")).answer)
-            if answer is None:
-                _set(row, entry, 0.0, None)  # the implicit format rule
-            elif kind == "math":
-                math_rows.append((row, str(row["answer"]), answer))
-                continue
-            elif kind == "open":
-                if open_scorer is None:
-                    note = "no scorer for open answers"
-                else:
-                    question = row.get("question")
-                    question = question if isinstance(question, str) else ""
-                    open_rows.append((row, OpenCase(question, answer, str(row["answer"]))))
-                    continue
-            else:
-                reward = SCORERS[kind](answer, str(row["answer"]), image_size=_size(row))
-                _set(row, entry, reward, None if reward is not None else "gold unreadable")
-                continue
         if note is not None:
-            _set(row, entry, None, note)
-    checks = math.check_many([(gold, answer) for _, gold, answer in math_rows])
-    for (row, _, _), check in zip(math_rows, checks, strict=True):
-        reward = math_reward(check)
-        note = "gold unreadable" if reward is None else check.reason
-        _set(row, summary.by_type["math"], reward, note)
-    if open_rows and open_scorer is not None:
-        grades = open_scorer.score_many([case for _, case in open_rows])
-        for (row, _), grade in zip(open_rows, grades, strict=True):
-            _set(row, summary.by_type["open"], grade, None if grade is not None else "no grade")
+            _set(row, summary.by_type[kind if isinstance(kind, str) else "(none)"], None, note)
+        else:
+            valid.append(row)
+    cases = [
+        RewardCase(
+            row["reward_type"],
+            split_completion(row["completion"], row.get("reasoning"), strict=strict).answer,
+            str(row["answer"]),
+            row["question"] if isinstance(row.get("question"), str) else None,
+            _size(row),
+        )
+        for row in valid
+    ]
+    graded = grade_many(cases, math=math, open_scorer=open_scorer, strict=strict)
+    for row, grade in zip(valid, graded, strict=True):
+        _set(row, summary.by_type[row["reward_type"]], grade.reward, _note(grade))
     return rows
+
+
+def _note(grade: Graded) -> str | None:
+    """Why a row has no reward (or what Math-Verify said); the implicit format rule's zero
+    needs no note."""
+    if grade.note in (None, "no_answer"):
+        return None
+    return {
+        "gold_unreadable": "gold unreadable",
+        "gold_unparseable": "gold unreadable",
+        "open_ended": "no scorer for open answers",
+        "no_grade": "no grade",
+    }.get(grade.note, grade.note)
 
 
 def _problem(row: dict[str, Any]) -> str | None:

@@ -4,8 +4,8 @@ The verify step and the rewards share one implementation: a verdict is the rewar
 answer against the ground truth, read as correct (reward 1; IoU at or above the threshold),
 incorrect (reward 0) or undecided. Undecided covers what rules cannot settle: open-ended
 questions, a gold the rules cannot read, an answer in a form the type's reader does not know
-(a choice answered with the option's text, a count in words past twenty, an expression
-Math-Verify cannot parse), and a Math-Verify check that ran out of time. Those go to the
+(a choice answered with a value no option holds, a count stated ambiguously, an expression
+Math-Verify cannot parse), and a Math-Verify check that ran out of time twice. Those go to the
 judge, or stay ``unverifiable`` without one.
 """
 
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vlaa_data.rewards.extract import final_answer, read_box, read_choice, read_number
+from vlaa_data.rewards.extract import read_box
 from vlaa_data.rewards.math_pool import MathVerifier
-from vlaa_data.rewards.registry import SCORERS
+from vlaa_data.rewards.registry import Graded, RewardCase, grade_many
 
 __all__ = ["RULE_TYPES", "Case", "RuleVerifier", "Verdict"]
 
@@ -33,6 +33,7 @@ class Case:
     answer: str
     gold: str
     image_size: tuple[int, int] | None = None
+    question: str | None = None  # its options let a choice answered by value be read
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,12 @@ class Verdict:
         return data
 
 
-# Whether the type's reader finds anything in an answer; when it does not, the answer is in a
-# form rules do not know, which is not the same as wrong.
-_READERS = {"digit": read_number, "choice": read_choice, "iou": read_box}
-
-
 class RuleVerifier:
-    """Verdicts for batches of cases; math goes through ``math`` (a worker pool) in one batch."""
+    """Verdicts for batches of cases; math goes through ``math`` (a worker pool) in one batch.
+
+    Answers are read leniently (``verify`` checks distilled traces, not the training format):
+    the same ``grade_many`` as the rewards, so a verdict and a reward never disagree.
+    """
 
     def __init__(self, math: MathVerifier, *, iou_threshold: float = 0.5) -> None:
         if not 0 < iou_threshold <= 1:
@@ -78,41 +78,31 @@ class RuleVerifier:
         return self.decide_many([case])[0]
 
     def decide_many(self, cases: Sequence[Case]) -> list[Verdict]:
-        verdicts: list[Verdict | None] = [None] * len(cases)
-        math_rows: list[tuple[int, str]] = []
-        for i, case in enumerate(cases):
-            extracted = final_answer(case.answer)
-            if case.reward_type not in RULE_TYPES:
-                verdicts[i] = Verdict("unverifiable", "rules", extracted, note="open_ended")
-            elif extracted is None:
-                verdicts[i] = Verdict("incorrect", case.reward_type, None, 0.0, "no_answer")
-            elif case.reward_type == "math":
-                math_rows.append((i, extracted))
-            else:
-                verdicts[i] = self._by_scorer(case, extracted)
-        checks = self.math.check_many([(cases[i].gold, pred) for i, pred in math_rows])
-        for (i, pred), check in zip(math_rows, checks, strict=True):
-            if check.equal is None or check.reason == "pred_unparseable":
-                verdicts[i] = Verdict("unverifiable", "math", pred, note=check.reason)
-            else:
-                verdicts[i] = _scored("math", pred, float(check.equal))
-        return [v for v in verdicts if v is not None]
+        reward_cases = [
+            RewardCase(
+                c.reward_type if c.reward_type in RULE_TYPES else "open",
+                c.answer,
+                c.gold,
+                c.question,
+                c.image_size,
+            )
+            for c in cases
+        ]
+        graded = grade_many(reward_cases, math=self.math)
+        return [self._verdict(c, g) for c, g in zip(cases, graded, strict=True)]
 
-    def _by_scorer(self, case: Case, extracted: str) -> Verdict:
+    def _verdict(self, case: Case, graded: Graded) -> Verdict:
         kind = case.reward_type
-        score = SCORERS[kind](extracted, case.gold, image_size=case.image_size)
-        if score is None:
-            note = "gold_unreadable" if _READERS[kind](case.gold) is None else "not_comparable"
-            return Verdict("unverifiable", kind, extracted, note=note)
-        if score == 0 and kind != "iou" and _READERS[kind](extracted) is None:
-            return Verdict("unverifiable", kind, extracted, note=f"no_{kind}_in_answer")
+        if kind not in RULE_TYPES:
+            return Verdict("unverifiable", "rules", graded.answer, note="open_ended")
+        if graded.note == "no_answer":
+            return Verdict("incorrect", kind, graded.answer, 0.0, "no_answer")
+        if not graded.decided or graded.reward is None:
+            return Verdict("unverifiable", kind, graded.answer, note=graded.note)
         if kind == "iou":
-            correct = score >= self.iou_threshold
+            correct = graded.reward >= self.iou_threshold
+            note = None if correct else ("no_box" if read_box(graded.answer) is None else "low_iou")
             verdict = "correct" if correct else "incorrect"
-            note = None if correct else ("no_box" if read_box(extracted) is None else "low_iou")
-            return Verdict(verdict, kind, extracted, score, note)
-        return _scored(kind, extracted, score)
-
-
-def _scored(method: str, extracted: str, score: float) -> Verdict:
-    return Verdict("correct" if score == 1 else "incorrect", method, extracted, score)
+            return Verdict(verdict, kind, graded.answer, graded.reward, note)
+        verdict = "correct" if graded.reward == 1 else "incorrect"
+        return Verdict(verdict, kind, graded.answer, graded.reward, graded.note)

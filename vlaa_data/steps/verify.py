@@ -174,7 +174,7 @@ def _apply_rules(
 def _case(sample: ReadySample) -> Case:
     answer = str((sample.parent_output or {}).get("answer") or "")
     size = (sample.width, sample.height) if sample.width and sample.height else None
-    return Case(sample.reward_type, answer, sample.answer, size)
+    return Case(sample.reward_type, answer, sample.answer, size, sample.question)
 
 
 def _judge_label(label: str, model: str) -> tuple[str, str]:

@@ -101,6 +101,13 @@ class GrpoTrainConfig(_OurFields, GRPOConfig):
     )
     reward_beta: float = 1.0
     math_deadline_s: float = 2.0
+    strict_format: bool = field(
+        default=True,
+        metadata={
+            "help": "Reward only answers in the paper's format (the last <answer> block after "
+            "</think>; else 0). False reads answers as verify does."
+        },
+    )
 
 
 TrainConfig = SftTrainConfig | GrpoTrainConfig

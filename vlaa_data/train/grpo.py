@@ -62,7 +62,9 @@ def build_grpo_trainer(options: TrainOptions) -> tuple[Any, Any, MixedReward, li
         raise VlaaError(f"{options.data}: no rl rows to train on")
     model, processor = load_policy(options.model, config)
     mixed = MixedReward(
-        math=MathVerifier(deadline_s=config.math_deadline_s), open_scorer=open_scorer
+        math=MathVerifier(deadline_s=config.math_deadline_s),
+        open_scorer=open_scorer,
+        strict=config.strict_format,
     )
     try:
         trainer = trl.GRPOTrainer(
