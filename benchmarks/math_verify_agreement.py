@@ -8,8 +8,8 @@ default settings (precision 6, strict, no set-relation comparison), and scores e
 - plain Math-Verify: ``verify(parse(gold), parse(pred))`` with its default configs;
 - ours: ``score("math", pred, gold)``, what ``vlaa-data reward`` and ``verify`` compute
   (the lenient reader);
-- ours, strict (what ``train grpo`` and ``eval`` compute), on each pred wrapped as
-  ``<think>…</think><answer>PRED</answer>``; strict mode also refuses plain text holding
+- ours, strict (what ``train grpo`` and ``eval`` compute), on each pred put in the training
+  format (``<think>…</think><answer>PRED</answer>``); strict mode also refuses plain text holding
   several numbers among words, so it agrees less with rows that expect such text to match.
 
 It prints the agreement of each with the tests' expected verdicts, and every row where ours
@@ -120,6 +120,16 @@ def report(name: str, verdicts: list[bool], rows: list[Row], plain: list[bool], 
             print(f"      gold {r.gold[:100]!r}\n      pred {r.pred[-100:]!r}")
 
 
+def in_format(pred: str) -> str:
+    """``pred`` in the training format: its answer (after any ``</think>``) in answer tags."""
+    head, close, tail = pred.rpartition("</think>")
+    return (
+        f"{head}{close}<answer>{tail}</answer>"
+        if close
+        else f"<think>…</think><answer>{pred}</answer>"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", help="Math-Verify's tests/ folder")
@@ -136,11 +146,7 @@ def main() -> None:
         lenient = [score("math", r.pred, r.gold, math=math) == 1.0 for r in rows]
         ours_s = time.perf_counter() - started
         strict = [
-            score(
-                "math", f"<think>…</think><answer>{r.pred}</answer>", r.gold, math=math, strict=True
-            )
-            == 1.0
-            for r in rows
+            score("math", in_format(r.pred), r.gold, math=math, strict=True) == 1.0 for r in rows
         ]
     print(f"Math-Verify {importlib.metadata.version('math-verify')}'s tests: {len(rows)} rows")
     report("plain Math-Verify", plain, rows, plain, args.show_misses)

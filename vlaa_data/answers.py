@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["REWARD_TYPES", "infer_reward_type", "is_box", "normalise_choice", "split_reasoning"]
+__all__ = [
+    "REWARD_TYPES",
+    "infer_reward_type",
+    "is_box",
+    "is_prose",
+    "normalise_choice",
+    "split_reasoning",
+]
 
 REWARD_TYPES = ("digit", "choice", "math", "iou", "open")
 
@@ -22,6 +29,8 @@ _BOX = re.compile(
     r"^\s*\[\s*([+-]?\d+(?:\.\d+)?)\s*,\s*([+-]?\d+(?:\.\d+)?)\s*,"
     r"\s*([+-]?\d+(?:\.\d+)?)\s*,\s*([+-]?\d+(?:\.\d+)?)\s*\]\s*$"
 )
+_FUNCTION_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "exp", "sqrt", "arcsin",
+                   "arccos", "arctan", "frac", "pi"}  # fmt: skip
 _MATH_MARKERS = re.compile(r"\\[a-zA-Z]+|\$|\^|[=<>≤≥]|\b(?:sqrt|pi|log|sin|cos|tan)\b|√|π|°")
 
 
@@ -60,9 +69,17 @@ def infer_reward_type(answer: str) -> str:
         return "choice"
     if _INTEGER.match(answer):
         return "digit"
-    if _NUMBER.match(answer) or _MATH_MARKERS.search(answer):
+    if _NUMBER.match(answer) or (_MATH_MARKERS.search(answer) and not is_prose(answer)):
         return "math"
     return "open"
+
+
+def is_prose(answer: str) -> bool:
+    """Free text, not a formula: two or more words that are neither LaTeX commands nor
+    function names ("It costs $5 more than the blue one", "the angle is 45° or so")."""
+    text = re.sub(r"\\[a-zA-Z]+", " ", answer)
+    words = [w for w in re.findall(r"[^\W\d_]{3,}", text) if w.lower() not in _FUNCTION_NAMES]
+    return len(words) >= 2
 
 
 def split_reasoning(text: str) -> tuple[str, str]:

@@ -310,14 +310,14 @@ def read_box(answer: str | None) -> tuple[float, float, float, float] | None:
 
 
 def is_plain_junk(text: str) -> bool:
-    """Plain text (no LaTeX) holding several different numbers among other words: "xq 3 zz 7
-    3" states no answer, whatever number a parser would pick from it."""
+    """Plain text (no LaTeX) holding several different numbers among words other than "and" /
+    "or": "xq 3 zz 7 3" states no answer, whatever number a parser would pick from it."""
     if "\\" in text or "$" in text:
         return False
     numbers = {_value(m) for m in _NUMBER.finditer(text)}
     if len(numbers) < 2:
         return False
-    between = _NUMBER.sub(" ", text)
+    between = re.sub(r"\b(?:and|or)\b", " ", _NUMBER.sub(" ", text), flags=re.IGNORECASE)
     return bool(re.search(r"[A-Za-z]{2,}", between)) and not re.search(r"[=+*/^<>]", text)
 
 
@@ -370,7 +370,8 @@ def _last_phrase(region: str) -> tuple[int, int, Final] | None:
         text = _clean(value)
         if not text:
             continue
-        return match.start(), match.end(), Final(text, value.strip(), "phrase")
+        span = value.strip().rstrip(".。").strip()  # a full stop is no part of a formula
+        return match.start(), match.end(), Final(text, span, "phrase")
     return None
 
 
@@ -453,7 +454,7 @@ def _option_by_value(text: str, options: dict[str, str]) -> str | None:
 
 
 def _comparable(text: str) -> str:
-    text = _clean(text).lower()
+    text = _clean(text).lower().replace("√", "\\sqrt")
     text = re.sub(r"\\[dt]frac", r"\\frac", text)
     text = re.sub(r"\\sqrt\s*(\d)", r"\\sqrt{\1}", text)
     text = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", text)

@@ -127,9 +127,12 @@ def check_pair(
         return None, f"error: {type(exc).__name__}"
 
 
-# Text that reads as a formula: a LaTeX command, =, ^, braces, or a variable next to a number
-# or an operator ("3x", "x - 4").
-_FORMULA = re.compile(r"\\[a-zA-Z]|[=^_{}]|\d\s*[a-zA-Z]\b|\b[a-zA-Z]\s*[-+*/]")
+# Text that reads as a formula: a LaTeX command, =, ^, braces, a variable next to a number
+# or an operator ("3x", "x - 4"), or a bracketed list.
+_FORMULA = re.compile(
+    r"\\[a-zA-Z]|[=^_{}]|\d\s*[a-zA-Z]\b|\b[a-zA-Z]\s*[-+*/]"
+    r"|[(\[][^()\[\]]*,[^()\[\]]*[)\]]"  # a tuple or an interval: "(1,2),(2,1)", "[-4, 0)"
+)
 
 
 def _parse(parse: Any, text: str) -> list[Any]:

@@ -170,9 +170,8 @@ def grade_many(
     open_rows: list[tuple[int, Final]] = []
     for i, case in enumerate(cases):
         final = read_final(case.region)
-        if final is None or (
-            strict and case.reward_type in ("digit", "math") and is_plain_junk(final.text)
-        ):
+        junk = strict and final is not None and final.how != "boxed" and is_plain_junk(final.text)
+        if final is None or junk:
             graded[i] = Graded(0.0, final.text if final else None, "no_answer")
         elif case.reward_type == "math":
             math_rows.append((i, final))

@@ -22,20 +22,36 @@ from vlaa_data.sources.base import (
 )
 from vlaa_data.sources.row_adapter import RowAdapter
 
-__all__ = ["VlaaThinkingSource", "declared_reward_type", "origin_of"]
+__all__ = ["VlaaThinkingSource", "declared_reward_type", "origin_of", "origin_reward_type"]
 
-# origin dataset (as the published ids spell it) -> reward type, where the source decides it
+# Origin dataset -> reward type, where the source decides it. Keys are normalised (lower case,
+# "-" as "_"); the published ids spell them "clevr_math-…", "geoqa170k-…", "synthesis-…",
+# "arxivqa-…", "allava-allava_laion_…", "docvqa-…", "vizwiz-…". LLaVA-CoT's COCO and Visual
+# Genome rows are boxes or short answers: their answer's shape decides.
 _ORIGIN_REWARD = {
     "clevr_math": "digit",
-    "clevr-math": "digit",
+    "clevr": "digit",
     "geoqa170k": "choice",
+    "geoqa": "choice",
+    "geo170k": "choice",
     "arxivqa": "choice",
+    "arxiv_qa": "choice",
     "synthesis": "math",
+    "math_puma": "math",
+    "mathpuma": "math",
     "docvqa": "open",
+    "doc_vqa": "open",
     "vizwiz": "open",
+    "viz_wiz": "open",
+    "allava": "open",
     "allava_laion": "open",
-    "allava-laion": "open",
+    "allava_4v": "open",
 }
+
+
+def origin_reward_type(origin: str) -> str | None:
+    """The reward type the paper gives an origin dataset, or None (the answer's shape decides)."""
+    return _ORIGIN_REWARD.get(origin.strip().lower().replace("-", "_"))
 
 
 def origin_of(record: Mapping[str, Any]) -> str:
@@ -80,7 +96,7 @@ class VlaaThinkingSource(RowAdapter):
             answer=self.value(row, "answer", "gt"),
             image=image,
             context=context,
-            reward_type=declared_reward_type(row) or _ORIGIN_REWARD.get(origin),
+            reward_type=declared_reward_type(row) or origin_reward_type(origin),
             imported=self._imported(row),
             row=row,
         )
