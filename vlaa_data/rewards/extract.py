@@ -473,6 +473,9 @@ def _value(match: re.Match[str]) -> float | None:
 
 
 def _words_to_digits(text: str) -> str:
+    if not _ANY_NUMBER_WORD.search(text):
+        return text
+
     def number(match: re.Match[str]) -> str:
         if not match.group(0).strip():
             return match.group(0)
@@ -488,14 +491,21 @@ def _words_to_digits(text: str) -> str:
     return _NUMBER_WORDS.sub(number, text)
 
 
+_ANY_NUMBER_WORD = re.compile(r"\b(?:" + "|".join(_UNITS + _TENS) + r")\b", re.IGNORECASE)
+_BOLD_WHOLE = re.compile(r"^(?:\*\*|__)(.*?)(?:\*\*|__)$")
+_BOLD_ENDS = re.compile(r"^(?:\*\*|__)\s*|\s*(?:\*\*|__)$")
+_MATH_ENDS = re.compile(r"^\\\(|\\\)$|^\\\[|\\\]$")
+
+
 def _clean(text: str) -> str:
     """Plain text of an answer: markup, ``\\text{}`` and math delimiters dropped."""
     text = text.translate(_FULL_WIDTH).strip()
-    for _ in range(3):
-        text = _TEXT_COMMANDS.sub(r"\1", text)
-    text = re.sub(r"^(?:\*\*|__)(.*?)(?:\*\*|__)$", r"\1", text).strip()
-    text = re.sub(r"^(?:\*\*|__)\s*|\s*(?:\*\*|__)$", "", text).strip()
+    while "\\" in text and (plain := _TEXT_COMMANDS.sub(r"\1", text)) != text:
+        text = plain
+    if "*" in text or "_" in text:
+        text = _BOLD_ENDS.sub("", _BOLD_WHOLE.sub(r"\1", text).strip()).strip()
     if text.startswith("$") and text.endswith("$") and text.count("$") == 2:
         text = text.strip("$").strip()
-    text = re.sub(r"^\\\(|\\\)$|^\\\[|\\\]$", "", text).strip()
+    if "\\" in text:
+        text = _MATH_ENDS.sub("", text).strip()
     return text.rstrip(".。").strip()
