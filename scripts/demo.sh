@@ -13,6 +13,11 @@
 #
 # Running it again goes on where it stopped. The export opens with
 # datasets.load_dataset("WORKSPACE/releases/v1/hf").
+#
+# It installs vlaa-data (pip install -e .) with the `python` on PATH, which must be Python >= 3.10
+# in a virtualenv: `python -m venv .venv && . .venv/bin/activate` first. With
+# VLAA_DEMO_PYTHON=PATH (as the tests run it) it installs nothing and runs vlaa-data with that
+# Python, where vlaa-data must be installed already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workspace=demo-workspace
@@ -26,9 +31,23 @@ while [[ $# -gt 0 ]]; do
         *) workspace="$1"; shift ;;
     esac
 done
-python -m pip install --quiet --disable-pip-version-check -e .
+python="${VLAA_DEMO_PYTHON:-$(command -v python || command -v python3 || echo python)}"
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "error: vlaa-data needs Python >= 3.10; $python is $("$python" -V 2>&1)" >&2
+    exit 1
+fi
+if [[ -z "${VLAA_DEMO_PYTHON:-}" ]]; then
+    if [[ -z "${VIRTUAL_ENV:-}" ]] \
+        && "$python" -c 'import sys; sys.exit(sys.prefix != sys.base_prefix)'; then
+        echo "error: not in a virtualenv, so not installing into $python: run" \
+            "\`python -m venv .venv && . .venv/bin/activate\` first" >&2
+        exit 1
+    fi
+    "$python" -m pip install --quiet --disable-pip-version-check -e .
+fi
+vlaa_data() { "$python" -m vlaa_data "$@"; }
 if [[ ! -f "$workspace/vlaa.toml" ]]; then
-    vlaa-data init "$workspace"
+    vlaa_data init "$workspace"
     cat >>"$workspace/vlaa.toml" <<'EOF'
 
 # Added by scripts/demo.sh: what `vlaa-data run` collects.
@@ -40,7 +59,7 @@ EOF
 fi
 if [[ $scripted == 1 ]]; then
     log="$(mktemp)"
-    python -m vlaa_data.testing.server --reasoning lone >"$log" &
+    "$python" -m vlaa_data.testing.server --reasoning lone >"$log" &
     server=$!
     trap 'kill "$server" 2>/dev/null' EXIT
     until grep -q "listening on" "$log"; do sleep 0.1; done
@@ -49,8 +68,8 @@ if [[ $scripted == 1 ]]; then
 elif [[ ${#run_args[@]} == 0 && -n "${OPENAI_API_KEY:-}" && -n "${DEEPSEEK_API_KEY:-}" ]]; then
     run_args+=(--limit 20 --budget-usd 1)
 fi
-if ! vlaa-data run ${run_args[@]+"${run_args[@]}"} -w "$workspace"; then
+if ! vlaa_data run ${run_args[@]+"${run_args[@]}"} -w "$workspace"; then
     [[ ${#run_args[@]} == 0 ]] && echo "or try it offline: bash scripts/demo.sh --scripted" >&2
     exit 1
 fi
-vlaa-data status -w "$workspace"
+vlaa_data status -w "$workspace"

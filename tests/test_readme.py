@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,31 +39,40 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def _demo(workspace: Path, *args: str):
-    import os
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+def _demo(workspace: Path, *args: str, python: str | None = sys.executable, **env: str):
+    """``bash scripts/demo.sh ARGS WORKSPACE`` with vlaa-data as installed for this interpreter:
+    ``VLAA_DEMO_PYTHON`` makes the demo install nothing and run ``python -m vlaa_data``."""
+    environment = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    environment.pop("VLAA_DEMO_PYTHON", None)
+    if python is not None:
+        environment["VLAA_DEMO_PYTHON"] = python
+    environment.update(env)
     return subprocess.run(
         ["bash", str(ROOT / "scripts/demo.sh"), *args, str(workspace)],
         capture_output=True,
         text=True,
-        env=env,
+        env=environment,
         timeout=300,
     )
 
 
 def _status(workspace: Path) -> dict:
-    import json
-    import subprocess
-
     status = subprocess.run(
-        ["vlaa-data", "status", "--json", "-w", str(workspace)],
+        [sys.executable, "-m", "vlaa_data", "status", "--json", "-w", str(workspace)],
         capture_output=True,
         text=True,
         check=True,
     )
     return json.loads(status.stdout)
+
+
+def _fake_python(folder: Path, body: str) -> Path:
+    """A ``python`` on a PATH of its own, running the bash ``body``."""
+    folder.mkdir()
+    python = folder / "python"
+    python.write_text(f"#!/usr/bin/env bash\n{body}\n")
+    python.chmod(0o755)
+    return folder
 
 
 def test_the_demo_builds_a_dataset_that_load_dataset_opens(tmp_path: Path) -> None:
@@ -77,7 +93,10 @@ def test_the_demo_builds_a_dataset_that_load_dataset_opens(tmp_path: Path) -> No
     verify = steps["verify"]
     assert verify["done"] + verify["rejected"] == 200 and 0 < verify["done"] < 200
     release = status["releases"]["v1"]
-    loaded = datasets.load_dataset(str(workspace / "releases/v1/hf"))
+    # A cache of its own: datasets caches a folder by its name, "hf", and would hand back an
+    # earlier run's export.
+    hf = str(workspace / "releases/v1/hf")
+    loaded = datasets.load_dataset(hf, cache_dir=str(tmp_path / "hf-cache"))
     assert {name: len(split) for name, split in loaded.items()} == {
         name: n for name, n in release.items() if n
     }
@@ -102,3 +121,33 @@ def test_the_demo_without_an_endpoint_stops_after_collect_saying_what_to_set(
     assert "bash scripts/demo.sh --scripted" in result.stderr
     steps = _status(workspace)["steps"]
     assert steps["collect"]["done"] == 200 and steps["caption"]["pending"] == 200
+
+
+def test_the_demo_installs_only_into_a_virtualenv(tmp_path: Path) -> None:
+    base = Path(sys.base_prefix) / "bin" / "python3"
+    if not base.exists():
+        pytest.skip(f"no base interpreter at {base}")
+    # The interpreter outside any virtualenv, with pip stopped should the demo call it anyway.
+    bin_dir = _fake_python(
+        tmp_path / "bin",
+        f'[[ "$1 $2" == "-m pip" ]] && exit 99\nexec {shlex.quote(str(base))} "$@"',
+    )
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    result = _demo(tmp_path / "demo", python=None, PATH=path, VIRTUAL_ENV="")
+    assert result.returncode == 1, result.stderr
+    error = result.stderr.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: not in a virtualenv")
+    assert "`python -m venv .venv && . .venv/bin/activate`" in error[0]
+    assert not (tmp_path / "demo").exists()
+
+
+def test_the_demo_says_which_python_it_needs(tmp_path: Path) -> None:
+    bin_dir = _fake_python(
+        tmp_path / "bin", '[[ "$1" == -V ]] && echo "Python 3.8.18"\n[[ "$1" == -V ]]'
+    )
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    result = _demo(tmp_path / "demo", python=None, PATH=path, VIRTUAL_ENV="/some/venv")
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()
+    assert len(error) == 1 and "needs Python >= 3.10" in error[0]
+    assert error[0].endswith("is Python 3.8.18")

@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -210,12 +211,18 @@ def _run_line(
                     args = args[:at] + args[at + 2 :]
                 args = [*args, "--base-url", url]
             result = subprocess.run(
-                ["vlaa-data", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+                [sys.executable, "-m", "vlaa_data", *args],
+                cwd=cwd,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
             )
             assert result.returncode == 0, (line, result.stdout[-1500:], result.stderr[-1500:])
     return cwd
 
 
+@pytest.mark.slow
 def test_the_walk_throughs_run_as_written(tmp_path: Path, tiny_vlm: Path, hub) -> None:  # noqa: F811
     home = tmp_path / "home"
     home.mkdir()
@@ -238,7 +245,7 @@ def test_the_walk_throughs_run_as_written(tmp_path: Path, tiny_vlm: Path, hub) -
             _run_line(line.replace("HF_TOKEN=... ", ""), cwd, env, server.url, tiny_vlm)
     workspace = tmp_path / "my-data"
     status = subprocess.run(
-        ["vlaa-data", "status", "--json", "-w", str(workspace)],
+        [sys.executable, "-m", "vlaa_data", "status", "--json", "-w", str(workspace)],
         capture_output=True,
         text=True,
         check=True,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.security.test_secrets import database_dump
@@ -29,7 +30,7 @@ def test_credentials_in_a_base_url_are_used_and_never_kept(tmp_path: Path) -> No
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            ["vlaa-data", *args, "-w", str(workspace)],
+            [sys.executable, "-m", "vlaa_data", *args, "-w", str(workspace)],
             capture_output=True,
             text=True,
             env=env,

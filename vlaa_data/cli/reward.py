@@ -39,8 +39,8 @@ def reward(
         bool,
         typer.Option(
             "--strict",
-            help="Read answers as train grpo and eval do: only the last <answer> block after "
-            "</think>; no tags, reward 0. Default: the lenient reader verify uses.",
+            help="Read answers as train grpo and eval do: only the last `<answer>` block after "
+            "`</think>`; no tags, reward 0. Default: the lenient reader verify uses.",
         ),
     ] = False,
     json_: Json = False,

@@ -1,11 +1,12 @@
 """``transformers serve`` (transformers' own OpenAI-compatible server) in a subprocess, for tests.
 
 ``python -m vlaa_data.testing.serve ARGS`` is ``transformers serve ARGS`` with one change: the
-processor is loaded by ``vlaa_data.hf.load_processor``. Serve loads it with ``AutoProcessor``,
-and a Qwen2-VL style processor then wants a video processor, which needs torchvision; without
-torchvision serve fails at startup with "Can't load video processor for ...". (Where
-``AutoProcessor`` returns the bare tokenizer instead, serve takes the model for a text-only one
-and drops image parts without an error, which is worse.)
+processor is loaded by ``vlaa_data.hf.load_processor`` (from transformers 5.25 through the
+loader in ``vlaa_data.testing.serve_loader``, before that in serve's ``ModelManager``). Serve
+loads it with ``AutoProcessor``, and a Qwen2-VL style processor then wants a video processor,
+which needs torchvision; without torchvision serve fails at startup with "Can't load video
+processor for ...". (Where ``AutoProcessor`` returns the bare tokenizer instead, serve takes
+the model for a text-only one and drops image parts without an error, which is worse.)
 
 ``TransformersServe`` runs that on a free loopback port with the model preloaded, waits until
 it answers ``/health``, and stops it::
@@ -152,9 +153,24 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: vlaa_data.testing.serve binds loopback addresses only, not {host!r}")
     import typer
     from transformers.cli.serve import Serve
-    from transformers.cli.serving.model_manager import ModelManager
+    from transformers.cli.serving import model_manager
 
-    original = ModelManager._load_processor
+    if hasattr(model_manager, "ModelLoader"):  # transformers >= 5.25
+        from vlaa_data.testing.serve_loader import ProcessorLoader
+
+        # Serve builds its loader from this name when it starts.
+        model_manager.ModelLoader = ProcessorLoader
+    else:
+        _patch_model_manager(model_manager.ModelManager)
+    # Serve alone, not the whole `transformers` CLI, whose other commands take seconds to import.
+    app = typer.Typer(add_completion=False)
+    app.command()(Serve)
+    app(args=args, prog_name="transformers serve")
+
+
+def _patch_model_manager(manager: Any) -> None:
+    """Up to transformers 5.24: the processor is loaded by ``ModelManager._load_processor``."""
+    original = manager._load_processor
 
     def load_processor(self: Any, model_id_and_revision: str, gguf_file: str | None = None):
         from vlaa_data.hf import load_processor
@@ -168,11 +184,7 @@ def main(argv: list[str] | None = None) -> None:
             return original(self, model_id_and_revision, gguf_file=gguf_file)
         return load_processor(model_id)
 
-    ModelManager._load_processor = load_processor
-    # Serve alone, not the whole `transformers` CLI, whose other commands take seconds to import.
-    app = typer.Typer(add_completion=False)
-    app.command()(Serve)
-    app(args=args, prog_name="transformers serve")
+    manager._load_processor = load_processor
 
 
 def _host_of(args: list[str]) -> str | None:
