@@ -44,7 +44,8 @@ def render() -> str:
         ctx = command.context_class(command, info_name=f"vlaa-data {name}")
         doc = inspect.cleandoc(command.help or "")
         parts.append(f"### `vlaa-data {name}`\n\n{doc}\n\n```\n{command.get_usage(ctx)}\n```\n")
-        rows = [_option_row(p, ctx) for p in command.params if p.name != "help"]
+        shown = [p for p in command.params if p.name != "help" and not getattr(p, "hidden", False)]
+        rows = [_option_row(p, ctx) for p in shown]
         parts.append("| argument / option | meaning |\n|---|---|\n" + "\n".join(rows) + "\n")
     return "\n".join(parts)
 

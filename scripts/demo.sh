@@ -61,7 +61,7 @@ if [[ $scripted == 1 ]]; then
     log="$(mktemp)"
     "$python" -m vlaa_data.testing.server --reasoning lone >"$log" &
     server=$!
-    trap 'kill "$server" 2>/dev/null' EXIT
+    trap 'kill "$server" 2>/dev/null; rm -f "$log"' EXIT
     until grep -q "listening on" "$log"; do sleep 0.1; done
     run_args+=(--base-url "$(sed -n 's/^listening on //p' "$log")")
     echo "using the scripted local server: every answer is \"3\""

@@ -190,3 +190,22 @@ def test_help_shows_every_bracket_and_tag_its_text_holds() -> None:
         shown = " ".join(result.output.split())
         for token in tokens:
             assert " ".join(token.split()) in shown, (path, token)
+
+
+def test_help_lists_the_commands_in_pipeline_order(cli) -> None:
+    import re
+
+    result = cli("--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    listed = re.findall(r"^│ ([a-z]+) ", result.stdout, re.MULTILINE)
+    assert listed == [
+        "init", "collect", "caption", "distill", "rewrite", "verify", "filter", "split",
+        "export", "push", "run", "status", "sql", "presets", "doctor", "reward", "train", "eval",
+    ]  # fmt: skip
+
+
+def test_shell_completion_is_offered_under_the_command_name(cli) -> None:
+    result = cli("--show-completion", "bash")
+    assert result.returncode == 0, result.stderr
+    assert "_VLAA_DATA_COMPLETE=complete_bash" in result.stdout
+    assert "--install-completion" in cli("--help").stdout

@@ -30,7 +30,7 @@ __all__ = ["app", "main"]
 def main() -> None:
     """Entry point: user errors print one line and exit 1 (VLAA_DATA_DEBUG=1: traceback)."""
     try:
-        app()
+        app(prog_name="vlaa-data")  # also under python -m: completion keys on the name
     except VlaaError as exc:
         if os.environ.get("VLAA_DATA_DEBUG"):
             raise

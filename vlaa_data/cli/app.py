@@ -10,18 +10,52 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from vlaa_data import __version__
 
+# --help lists the commands in the order a dataset is built, then the tools around it.
+COMMAND_ORDER = (
+    "init",
+    "collect",
+    "caption",
+    "distill",
+    "rewrite",
+    "verify",
+    "filter",
+    "split",
+    "export",
+    "push",
+    "run",
+    "status",
+    "sql",
+    "presets",
+    "doctor",
+    "reward",
+    "train",
+    "eval",
+)
+
+
+class _PipelineOrder(TyperGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda name: rank.get(name, len(rank)))
+
+
 app = typer.Typer(
     name="vlaa-data",
+    cls=_PipelineOrder,
     help="Build, curate, publish and train on R1-style multimodal reasoning datasets "
     "(the VLAA-Thinking recipe). Every command works on one workspace directory.",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell
+    add_completion=True,
     pretty_exceptions_enable=False,
     # help texts say "[default: …]", which Rich markup would swallow as a tag; in Markdown,
     # an HTML-like <tag> must go in backticks (tests/test_cli.py checks every help text)
