@@ -8,7 +8,9 @@
 #   --base-url URL                            every LLM step on your OpenAI-compatible server
 #                                             (e.g. `vllm serve Qwen/Qwen2.5-VL-7B-Instruct`)
 #   --scripted                                a scripted stand-in server on 127.0.0.1: watch
-#                                             the mechanics without an account
+#                                             the mechanics without an account (its replies
+#                                             are placeholders, marked scripted; run again
+#                                             with a real endpoint to replace them)
 #   none of these                             collects, then says exactly what to set
 #
 # Running it again goes on where it stopped. The export opens with
@@ -59,12 +61,13 @@ EOF
 fi
 if [[ $scripted == 1 ]]; then
     log="$(mktemp)"
-    "$python" -m vlaa_data.testing.server --reasoning lone >"$log" &
+    "$python" -m vlaa_data.testing.server --demo --reasoning lone >"$log" &
     server=$!
     trap 'kill "$server" 2>/dev/null; rm -f "$log"' EXIT
     until grep -q "listening on" "$log"; do sleep 0.1; done
     run_args+=(--base-url "$(sed -n 's/^listening on //p' "$log")")
-    echo "using the scripted local server: every answer is \"3\""
+    echo "using the scripted local server: placeholder replies, not a model's" \
+        "(vlaa-data status counts them as scripted)"
 elif [[ ${#run_args[@]} == 0 && -n "${OPENAI_API_KEY:-}" && -n "${DEEPSEEK_API_KEY:-}" ]]; then
     run_args+=(--limit 20 --budget-usd 1)
 fi

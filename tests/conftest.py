@@ -28,6 +28,13 @@ def png_bytes(
     return buffer.getvalue()
 
 
+@pytest.fixture(autouse=True)
+def _no_openai_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """$OPENAI_BASE_URL in the shell that runs the tests would move the OpenAI presets (as the
+    OpenAI SDK does); a test that means to use it sets it."""
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A fresh, initialised workspace directory."""

@@ -192,6 +192,20 @@ def test_a_model_the_endpoint_does_not_list_is_a_warning(
     assert "scripted-vlm" in endpoint.detail
 
 
+def test_the_scripted_stand_in_is_named_as_such(workspace: Path, server: RecordingServer) -> None:
+    use_server(workspace, server)
+    settings = load_settings(workspace / "vlaa.toml", environ={})
+    checks = {c.name: c for c in model_checks(settings, environ={KEY_VAR: SECRET})}
+    detail = checks[f"endpoint {server.url}"].detail
+    assert "the scripted stand-in server: placeholder replies" in detail
+    with RecordingServer(models=["scripted-vlm", "scripted-r1"], identify=False) as real:
+        checks = {
+            c.name: c for c in model_checks(settings, base_url=real.url, environ={KEY_VAR: SECRET})
+        }
+        assert checks[f"endpoint {real.url}"].status == "ok"
+        assert "stand-in" not in checks[f"endpoint {real.url}"].detail
+
+
 def test_a_refused_key_or_a_wrong_path_says_so_without_the_key(
     workspace: Path, server: RecordingServer
 ) -> None:

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import CliRun
 from vlaa_data.errors import VlaaError
 from vlaa_data.pipeline import RUN_STEPS, RunOptions, run_pipeline, select_steps
+from vlaa_data.release.export import export_release
 from vlaa_data.testing.server import ScriptedServer, default_responder
 from vlaa_data.workspace import Workspace
 
@@ -81,6 +82,16 @@ def test_a_run_builds_the_release_and_a_second_run_asks_for_nothing(
     assert export == run_workspace / "releases" / "v1" / "hf"
     assert sorted(p.name for p in (export / "data").glob("*.parquet"))
     files = {p: p.read_bytes() for p in export.rglob("*") if p.is_file()}
+    # the run's export is the one `vlaa-data export` writes, its full dataset card included
+    with Workspace.open(run_workspace, write=True) as ws:
+        export_release(ws, "v1", "hf", run_workspace / "by-hand")
+    by_hand = run_workspace / "by-hand"
+    assert {p.relative_to(export): data for p, data in files.items()} == {
+        p.relative_to(by_hand): p.read_bytes() for p in by_hand.rglob("*") if p.is_file()
+    }
+    card = (export / "README.md").read_text(encoding="utf-8")
+    assert "## Citation" in card and "license: other" in card
+    assert (export / "assets" / "sources.png").is_file()
 
     second = _run(run_workspace, base_url=server.url)
     assert len(server.requests) == sent  # nothing sent again: no request is paid twice
@@ -126,6 +137,33 @@ def test_a_budget_stop_is_resumed_without_paying_twice(
     assert len(images) == len(set(images)) == 24
 
 
+def test_an_llm_step_that_does_nothing_stops_the_run_as_its_command_would_exit_1(
+    run_workspace: Path, server: ScriptedServer
+) -> None:
+    """An endpoint that is not there, requests that all fail, a budget of $0: the run stops
+    at caption with the line the caption command would print, the samples left pending."""
+    from tests.llm.conftest import closed_url
+    from vlaa_data.testing.server import Reply
+
+    url = closed_url()
+    unreachable = _run(run_workspace, base_url=url, steps=("collect", "caption", "distill"))
+    assert unreachable["stopped"].startswith(f"caption: endpoint {url}: unreachable: ")
+    assert unreachable["stopped"].endswith("24 samples left pending: run again once it answers")
+    assert list(unreachable["steps"]) == ["collect", "caption"]
+    assert unreachable["steps"]["caption"]["pending"] == 24
+
+    broke = _run(run_workspace, base_url=server.url, budget_usd=0, steps=("caption",))
+    assert broke["stopped"].startswith("caption: budget reached: $0.0000 spent of $0.00")
+    assert not server.requests
+
+    server.responder = lambda request, attempt: Reply.error(400, message="unknown model")
+    failing = _run(run_workspace, base_url=server.url, steps=("caption", "distill"))
+    assert failing["stopped"].startswith(
+        "caption: all 24 requests to gpt-4o failed (24 bad_request"
+    )
+    assert list(failing["steps"]) == ["caption"] and failing["steps"]["caption"]["failed"] == 24
+
+
 def test_a_failing_step_stops_the_run_with_its_reason(
     run_workspace: Path, server: ScriptedServer
 ) -> None:
@@ -158,8 +196,8 @@ def test_the_command_prints_a_report_and_exits_1_with_one_line(
 def test_a_release_without_samples_is_not_exported_and_the_run_ends_well(
     run_workspace: Path,
 ) -> None:
-    """Every answer wrong: verify rejects all, split makes an empty release, and export says
-    so instead of failing the run."""
+    """Every answer wrong: verify rejects all, split makes no release (the name stays free),
+    and split and export say so instead of failing the run."""
     from vlaa_data.testing.server import Reply
 
     def wrong(request: dict, attempt: int) -> Reply:
@@ -169,4 +207,7 @@ def test_a_release_without_samples_is_not_exported_and_the_run_ends_well(
         report = _run(run_workspace, base_url=server.url)
     assert report["stopped"] is None and report["export"] is None
     assert report["steps"]["verify"]["done"] == 0
-    assert "holds no samples" in report["steps"]["export"]["note"]
+    assert report["steps"]["split"]["note"].startswith("no sample is verified correct")
+    assert report["steps"]["export"]["note"].startswith("no release 'v1' to export")
+    with Workspace.open(run_workspace, write=False) as ws:
+        assert ws.store.release_names() == []

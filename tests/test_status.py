@@ -44,3 +44,4 @@ def test_status_of_an_empty_workspace(workspace: Path, cli) -> None:
     report = json.loads(cli("status", "--json", "-w", workspace).stdout)
     assert report["samples"] == 0
     assert report["steps"]["verify"] == {"done": 0, "rejected": 0, "failed": 0, "pending": 0}
+    assert report["endpoints"] == {} and report["scripted"] == {}

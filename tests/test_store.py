@@ -5,7 +5,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from vlaa_data.errors import QueryError
+from vlaa_data.errors import QueryError, VlaaError
 from vlaa_data.store import MIGRATIONS, Store
 from vlaa_data.workspace import Workspace
 
@@ -67,6 +67,69 @@ def test_migrations_run_once(tmp_path: Path) -> None:
 def test_migration_versions_are_numbered_in_order() -> None:
     versions = [m.version for m in MIGRATIONS]
     assert versions == list(range(1, len(MIGRATIONS) + 1))
+
+
+def _database_at_version_3(path: Path) -> None:
+    """A database as vlaa-data left it before migration 4, with two replies in the ledger:
+    one of the scripted server of that time (known by its completion id), one real."""
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+        " applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
+    )
+    for migration in MIGRATIONS[:3]:
+        con.execute(migration.sql)
+        con.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+            [migration.version, migration.name],
+        )
+    for key, base_url, reply_id in [
+        ("k1", "http://127.0.0.1:9/v1", "chatcmpl-scripted-1"),
+        ("k2", "https://api.openai.com/v1", "chatcmpl-abc"),
+    ]:
+        con.execute(
+            "INSERT INTO llm_calls (id, key, step, backend, base_url, model, request, response,"
+            " status, run_id) VALUES (?, ?, 'caption', 'openai', ?, 'm', '{}', ?, 'ok', 'r')",
+            [key, key, base_url, f'{{"id": "{reply_id}", "choices": []}}'],
+        )
+    for result_id, key in [(1, "k1"), (2, "k2"), (3, None)]:
+        con.execute(
+            "INSERT INTO results (id, sample_id, step, attempt, status, prompt_hash, run_id)"
+            " VALUES (?, ?, 'caption', 1, 'done', ?, 'r')",
+            [result_id, f"s{result_id}", key],
+        )
+    con.close()
+
+
+def test_migration_4_records_where_each_result_came_from(tmp_path: Path) -> None:
+    path = tmp_path / "v3.duckdb"
+    _database_at_version_3(path)
+    store = Store(path, read_only=False)
+    assert store.schema_version() == MIGRATIONS[-1].version
+    rows = store.con.execute(
+        "SELECT id, backend, base_url, scripted FROM current_results ORDER BY id"
+    ).fetchall()
+    assert rows == [
+        (1, "openai", "http://127.0.0.1:9/v1", True),
+        (2, "openai", "https://api.openai.com/v1", False),
+        (3, None, None, None),  # no reply: no model was asked
+    ]
+    ledger = store.con.execute("SELECT key, scripted FROM llm_calls ORDER BY key").fetchall()
+    assert ledger == [("k1", True), ("k2", False)]
+    assert store.has_scripted_replies("caption") and not store.has_scripted_replies("distill")
+    store.close()
+
+
+def test_a_reader_of_an_older_database_is_told_to_upgrade_it(tmp_path: Path) -> None:
+    path = tmp_path / "v3.duckdb"
+    _database_at_version_3(path)
+    latest = MIGRATIONS[-1].version
+    with pytest.raises(
+        VlaaError, match=rf"version 3 .* needs {latest}: upgrade it with `vlaa-data"
+    ):
+        Store(path, read_only=True)
+    Store(path, read_only=False).close()  # a writer migrates it
+    Store(path, read_only=True).close()
 
 
 def _add_results(store: Store, rows: list[tuple]) -> None:

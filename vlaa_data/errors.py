@@ -6,7 +6,8 @@
     ├── SettingsError         vlaa.toml, the environment or a flag holds an invalid value
     ├── SourceError           a collect source cannot be read at all
     ├── JournalError          replies a killed run journaled cannot be written to the database
-    └── QueryError            ``sql`` got a statement that would write, or one that fails
+    ├── QueryError            ``sql`` got a statement that would write, or one that fails
+    └── EmptyRelease          ``split`` would make a release without samples (none is saved)
 
 Everything else is a bug and keeps its traceback. ``VLAA_DATA_DEBUG=1`` shows the traceback
 of user-facing errors too.
@@ -15,6 +16,7 @@ of user-facing errors too.
 from __future__ import annotations
 
 __all__ = [
+    "EmptyRelease",
     "JournalError",
     "QueryError",
     "SettingsError",
@@ -50,4 +52,8 @@ class QueryError(VlaaError):
 
 
 class JournalError(VlaaError):
+    pass
+
+
+class EmptyRelease(VlaaError):
     pass

@@ -16,9 +16,12 @@ import importlib
 import importlib.util
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vlaa_data.errors import VlaaError
+
+if TYPE_CHECKING:
+    from transformers import ProcessorMixin
 
 __all__ = [
     "is_vision_language",
@@ -135,7 +138,7 @@ def load_processor(model: str | Path, config: Any = None) -> Any:
 
 
 @functools.cache
-def processor_without_video(base: type) -> type:
+def processor_without_video(base: type[ProcessorMixin]) -> type[ProcessorMixin]:
     """A subclass of the processor class ``base`` that is built without a video processor.
 
     transformers works out a processor's parts from its ``__init__`` signature, so leaving
@@ -154,7 +157,8 @@ def processor_without_video(base: type) -> type:
             **kwargs,
         )
 
-    return type(base.__name__, (base,), {"__init__": __init__, "__module__": __name__})
+    subclass = type(base.__name__, (base,), {"__init__": __init__, "__module__": __name__})
+    return cast("type[ProcessorMixin]", subclass)  # type() is typed as returning a bare type
 
 
 def _load_config(model: str | Path) -> Any:

@@ -10,6 +10,7 @@ failing one step at a time.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlaa_data.errors import SettingsError, VlaaError
+from vlaa_data.errors import EmptyRelease, SettingsError, VlaaError
 from vlaa_data.llm.presets import load_presets, resolve_endpoint
 from vlaa_data.status import build_status
 from vlaa_data.steps.llm_step import LlmOptions, LlmReport, Progress
@@ -168,7 +169,7 @@ def run_pipeline(
         "export": lambda outcome: _export(ws, options, report, fmt, outcome),
     }
     for step in _LLM_STEPS:
-        runners[step] = lambda outcome, step=step: _llm(ws, step, options, outcome, progress)
+        runners[step] = functools.partial(_llm, ws, step, options, progress=progress)
     try:
         for step in options.steps:
             if step in _LLM_STEPS and step == needs_llm[0]:
@@ -212,12 +213,12 @@ def _add_llm(outcome: StepOutcome, llm: LlmReport | None) -> None:
     outcome.cost_usd += llm.progress.cost_usd
 
 
-def _stop_if_over_budget(llm: LlmReport | None) -> None:
-    if llm is not None and llm.stopped == "budget":
-        raise VlaaError(
-            f"budget reached: ${llm.progress.cost_usd:.4f} spent of ${llm.budget_usd:g}; "
-            f"{llm.left_pending} samples left pending; raise the budget and run again"
-        )
+def _stop_if_stopped(llm: LlmReport | None) -> None:
+    """Stop the run where the step's command would exit 1: a budget reached, an endpoint
+    unreachable, or requests sent of which none brought back a reply."""
+    line = llm.stop_line() if llm is not None else None
+    if line is not None:
+        raise VlaaError(line)
 
 
 def _progress_of(step: str, progress: OnProgress) -> Callable[[Progress], None]:
@@ -264,7 +265,7 @@ def _llm(
         ws, step, _llm_options(options, step), on_progress=_progress_of(step, progress)
     )
     _add_llm(outcome, llm)
-    _stop_if_over_budget(llm)
+    _stop_if_stopped(llm)
 
 
 def _verify(ws: Workspace, options: RunOptions, outcome: StepOutcome, progress: OnProgress):
@@ -276,7 +277,7 @@ def _verify(ws: Workspace, options: RunOptions, outcome: StepOutcome, progress: 
     )
     verified = run_verify(ws, verify_options, on_progress=_progress_of("verify", progress))
     _add_llm(outcome, verified.judge)
-    _stop_if_over_budget(verified.judge)
+    _stop_if_stopped(verified.judge)
 
 
 def _aha(ws: Workspace, options: RunOptions, outcome: StepOutcome) -> None:
@@ -294,8 +295,15 @@ def _split(ws: Workspace, options: RunOptions, report: RunReport, outcome: StepO
     outcome.ran = True
     # The release is rebuilt each time: a resumed run may have verified more samples since.
     split = SplitOptions(name=report.release or "v1", replace=True, command=options.command)
-    made = run_split(ws, split)
-    outcome.note = f"release {made.name}: {made.counts['sft']} sft, {made.counts['rl']} rl"
+    try:
+        made = run_split(ws, split)
+    except EmptyRelease as exc:  # nothing verified correct yet: no release, and no stop
+        outcome.note = str(exc)
+        return
+    counts = made.counts
+    outcome.note = (
+        f"release {made.name}: {counts['sft']} sft, {counts['rl']} rl, {counts['test']} test"
+    )
 
 
 def _export(

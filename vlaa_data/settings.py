@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from vlaa_data.errors import SettingsError
 
@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_TOML",
     "CollectSettings",
     "LlmSettings",
+    "ReleaseSettings",
     "RewriteSettings",
     "RunCollect",
     "RunSettings",
@@ -104,6 +105,26 @@ class RunSettings(_Section):
     export_format: str = Field("hf", pattern=r"^(hf|vlaa-json|sharegpt)$")
 
 
+class ReleaseSettings(_Section):
+    """What the dataset card of every export and push states."""
+
+    license: str | None = Field(
+        None, min_length=1, description='a Hub license id (e.g. "cc-by-4.0"), or "other"'
+    )
+    license_name: str | None = Field(None, min_length=1, description='with license = "other"')
+    license_link: str | None = Field(None, min_length=1, description='with license = "other"')
+
+    @field_validator("license_name", "license_link")
+    @classmethod
+    def _only_with_other(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("license") != "other":
+            raise ValueError(
+                f"{info.field_name} names a license the Hub has no id for: "
+                'it needs license = "other"'
+            )
+        return value
+
+
 class Settings(_Section):
     collect: CollectSettings = Field(default_factory=CollectSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -114,6 +135,7 @@ class Settings(_Section):
     verify: VerifySettings = Field(default_factory=lambda: VerifySettings(model="gpt-3.5-turbo"))
     aha: StepSettings = Field(default_factory=lambda: StepSettings(model="gpt-4o-mini"))
     run: RunSettings = Field(default_factory=RunSettings)
+    release: ReleaseSettings = Field(default_factory=ReleaseSettings)
     # [presets.NAME] tables: validated by vlaa_data.llm.presets when a step resolves a model
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -190,6 +212,15 @@ export_format = "hf"
 # [[run.collect]]
 # source = "arxivqa"
 # path = "~/data/arxivqa/arxivqa.jsonl"
+
+[release]
+# The dataset card's license: a Hub license id such as "cc-by-4.0", or "other" with
+# license_name and license_link naming it. Unset, the card says "other": each sample keeps its
+# source dataset's terms.
+# license = "cc-by-4.0"
+# license = "other"
+# license_name = "my-license"
+# license_link = "https://example.com/LICENSE"
 
 # Add or override model presets, e.g. a self-hosted R1 behind vLLM:
 # [presets.my-r1]

@@ -29,6 +29,11 @@ class StatusReport:
     releases: dict[str, dict[str, int]] = field(default_factory=dict)
     # step -> calls, tokens and dollars from the ledger (every reply received, cached or not)
     llm: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # step -> base URL (or in-process backend) -> {"results": current results whose reply came
+    # from there, "scripted": how many of them the scripted stand-in server sent}
+    endpoints: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    # step -> current results whose reply came from the scripted stand-in server: placeholders
+    scripted: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +43,8 @@ class StatusReport:
             "rejects": self.rejects,
             "releases": self.releases,
             "llm": self.llm,
+            "endpoints": self.endpoints,
+            "scripted": self.scripted,
         }
 
 
@@ -85,6 +92,14 @@ def build_status(store: Store) -> StatusReport:
         entry["tokens_out"] += int(tokens_out)
         entry["cost_usd"] = round(entry["cost_usd"] + cost, 6)
         entry["models"].append(model)
+    for step, endpoint, scripted, count in raw["endpoints"]:
+        counts = report.endpoints.setdefault(step, {}).setdefault(
+            endpoint, {"results": 0, "scripted": 0}
+        )
+        counts["results"] += count
+        if scripted:
+            counts["scripted"] += count
+            report.scripted[step] = report.scripted.get(step, 0) + count
     report.releases = store.release_counts()
     report.samples = sum(report.sources.values())
     report.by_source = dict(sorted(by_source.items()))

@@ -32,6 +32,11 @@ def test_eval_prints_a_table(cli: CliRun, hf_export: Path, tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].strip() == f"eval: served on {hf_export} (rl)"
+    # no test split in this export: the fallback to the split GRPO trains on is said, first
+    assert result.stderr.splitlines()[0] == (
+        f"note: {hf_export} has no test split: evaluating on rl, the split GRPO trains on (a "
+        "release made with `vlaa-data split NAME --test-size N` holds out a test part)"
+    )
     row = {line.split("│")[1].strip(): line.split("│")[2:-1] for line in lines if "│" in line}
     # n, scored, accuracy, mean reward, no answer, truncated
     assert [cell.strip() for cell in row["type digit"]] == ["3", "3", "100.0%", "1.000", "0", "0"]

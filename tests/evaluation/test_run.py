@@ -73,7 +73,7 @@ def test_the_sft_split_and_a_rerun_that_replaces_the_file(
     [
         (lambda p: p / "missing", "rl", "no such folder"),
         (lambda p: p, "rl", "is not an hf export"),
-        (lambda p: p, "test", "unknown split 'test'"),
+        (lambda p: p, "dev", "unknown split 'dev'"),
     ],
     ids=["missing", "not-an-export", "unknown-split"],
 )
@@ -83,6 +83,33 @@ def test_a_folder_that_is_not_an_export_fails_in_one_line(
     with pytest.raises(VlaaError, match=message) as caught:
         run_eval(EvalOptions("unused", make_folder(tmp_path), split=split))
     assert "\n" not in str(caught.value)
+
+
+def test_eval_defaults_to_the_held_out_test_split(hf_export: Path, tmp_path: Path) -> None:
+    """With a test split the default is it; without one, rl with a note (not a silent swap)."""
+    with_test = tmp_path / "with_test"
+    (with_test / "data").mkdir(parents=True)
+    for shard in (hf_export / "data").glob("*.parquet"):
+        (with_test / "data" / shard.name).write_bytes(shard.read_bytes())
+    test_shard = sorted((hf_export / "data").glob("sft-*.parquet"))[0]
+    (with_test / "data" / "test-00000-of-00001-0123456789abcdef.parquet").write_bytes(
+        test_shard.read_bytes()
+    )
+    with ScriptedServer(answer_with_gold) as server:
+        settings = GenerationSettings(backend="openai", base_url=server.url, batch_size=2)
+        held_out = run_eval(
+            EvalOptions("m", with_test, generation=settings, output=tmp_path / "a.jsonl")
+        )
+        fallback = run_eval(
+            EvalOptions("m", hf_export, generation=settings, output=tmp_path / "b.jsonl")
+        )
+    assert (held_out.split, held_out.note) == ("test", None)
+    assert [s["id"] for s in read_jsonl(tmp_path / "a.jsonl")] == export_ids(with_test, "test")
+    assert held_out.to_dict()["note"] is None
+    assert fallback.split == "rl"
+    assert fallback.note.startswith(f"{hf_export} has no test split: evaluating on rl, the split")
+    assert fallback.to_dict()["note"] == fallback.note
+    assert [s["id"] for s in read_jsonl(tmp_path / "b.jsonl")] == export_ids(hf_export, "rl")
 
 
 def test_a_missing_split_is_named(hf_export: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import CliRun, query
 from tests.filters.conftest import import_texts
-from tests.llm.conftest import add_presets, fast_settings
+from tests.llm.conftest import add_presets, closed_url, fast_settings
 from tests.release.conftest import build_verified_workspace
 from vlaa_data.filters.aha import AhaOptions, find_hits
 from vlaa_data.filters.aha_model import MAX_HITS, AhaModelOptions, AhaModelReport, run_aha_model
@@ -294,6 +294,22 @@ def test_cli_end_to_end(judged_workspace: Path, server: ScriptedServer, cli: Cli
     assert result.stderr.strip() == "error: --model: only with --method model"
     result = cli("filter", "aha", "--method", "guess", "-w", root)
     assert result.returncode == 1 and "unknown method 'guess'" in result.stderr
+
+
+def test_an_unreachable_judge_stops_before_sending_and_leaves_the_scores_null(
+    judged_workspace: Path, server: ScriptedServer, cli: CliRun
+) -> None:
+    url = closed_url()
+    args = ("filter", "aha", "--method", "model", "-m", "test-vlm", "--base-url", url)
+    result = cli(*args, "-w", judged_workspace)
+    assert result.returncode == 1
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith(f"error: endpoint {url}: unreachable: ")
+    assert line.endswith("2 samples left pending: run again once it answers")
+    assert server.count == 0
+    states = {sample: detail["state"] for sample, (_, detail) in _scores(judged_workspace).items()}
+    assert states[T1] == states[T2] == "pending"
+    assert _run(judged_workspace).judged == 2  # the judge answers again: all is judged
 
 
 def test_split_with_the_model_score(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -66,6 +67,13 @@ price_input = {price}
 price_output = {price}
 """
         )
+
+
+def closed_url() -> str:
+    """The base URL of a port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
 
 
 def fast_settings(root: Path) -> None:

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from vlaa_data.llm.estimate import estimate_input_tokens
-from vlaa_data.llm.http import HttpBackend, HttpConfig, _retry_after
+from vlaa_data.llm.http import UNREACHABLE_AFTER, HttpBackend, HttpConfig, _retry_after
 from vlaa_data.llm.limits import RateLimiter
-from vlaa_data.llm.reply import CallFailed, ChatReply
+from vlaa_data.llm.reply import CallFailed, ChatReply, EndpointUnreachable
 from vlaa_data.llm.request import ChatRequest, image_part
 from vlaa_data.testing.server import Reply, ScriptedServer
 
@@ -326,3 +326,70 @@ def test_many_concurrent_requests_share_one_session(server):
 def test_base_url_must_be_http():
     with pytest.raises(ValueError, match="http"):
         HttpBackend(HttpConfig("api.deepseek.com", KEY))
+
+
+def test_connections_refused_in_a_row_give_the_endpoint_up(server):
+    server.stop()
+    url = server.url.replace("http://", "http://user:pw-SECRET@")
+    sleep = Recorder()
+    backend = HttpBackend(HttpConfig(url, None, max_retries=20), sleep=sleep)
+
+    async def main():
+        with pytest.raises(EndpointUnreachable) as first:
+            await backend.complete(text_request())
+        with pytest.raises(EndpointUnreachable) as later:  # sent nowhere: down is down
+            await backend.complete(text_request())
+        await backend.aclose()
+        return first.value, later.value
+
+    first, later = asyncio.run(main())
+    assert len(sleep.waits) == UNREACHABLE_AFTER - 1  # eight attempts, not twenty-one
+    assert first.reason == "connection_error" and isinstance(first, CallFailed)
+    assert first.detail.startswith(f"endpoint http://***@127.0.0.1:{server.port}/v1 is unreachable")
+    assert f"{UNREACHABLE_AFTER} connection attempts in a row failed" in first.detail
+    assert later.detail == first.detail and "pw-SECRET" not in first.detail
+
+
+def test_a_request_whose_every_attempt_is_refused_gives_the_endpoint_up(server):
+    server.stop()
+    with pytest.raises(EndpointUnreachable, match="3 connection attempts in a row"):
+        call(server, max_retries=2)
+
+
+class Reviver(Recorder):
+    """Records the waits, and during the sixth starts a server on ``port``: the endpoint
+    refuses six attempts in a row, then answers."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.port = port
+        self.revived: ScriptedServer | None = None
+
+    async def __call__(self, seconds: float) -> None:
+        await super().__call__(seconds)
+        if len(self.waits) == 6:
+            self.revived = ScriptedServer(port=self.port).start()
+
+
+def test_an_answer_between_refusals_starts_the_count_again(server):
+    server.stop()
+    sleep = Reviver(server.port)
+    backend = HttpBackend(HttpConfig(server.url, None, max_retries=20), sleep=sleep)
+
+    async def main():
+        reply = await backend.complete(text_request())
+        assert sleep.revived is not None
+        sleep.revived.stop()
+        try:
+            with pytest.raises(EndpointUnreachable) as down:
+                await backend.complete(text_request())
+        finally:
+            await backend.aclose()
+        return reply, down.value
+
+    reply, down = asyncio.run(main())
+    assert reply.content and sleep.revived is not None and sleep.revived.count == 1
+    # The count began again after the answer: eight more refusals, not two (and before them,
+    # maybe a retry of the pooled connection the stopped server dropped).
+    assert f"{UNREACHABLE_AFTER} connection attempts in a row" in down.detail
+    assert len(sleep.waits) >= 6 + UNREACHABLE_AFTER - 1

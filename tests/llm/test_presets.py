@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.llm.conftest import run_step
+from tests.conftest import CliRun, query
+from tests.llm.conftest import closed_url, run_step
 from vlaa_data.errors import SettingsError
 from vlaa_data.llm.presets import load_presets, resolve_endpoint
 from vlaa_data.testing.server import Reply, ScriptedServer
+
+OPENAI = "https://api.openai.com/v1"
 
 
 def test_builtin_presets_hold_what_the_steps_need() -> None:
@@ -59,6 +62,46 @@ def test_resolving_a_model() -> None:
     same = presets["deepseek-r1"].base_url
     with pytest.raises(SettingsError, match="DEEPSEEK_API_KEY is not set"):
         resolve_endpoint("deepseek-r1", presets, base_url=same, environ={})
+
+
+def test_openai_base_url_moves_the_openai_presets_and_base_url_still_wins() -> None:
+    presets = load_presets()
+    gateway = "http://gateway.internal:8080/v1"
+    environ = {"OPENAI_BASE_URL": gateway}
+    moved = resolve_endpoint("gpt-4o", presets, environ=environ)
+    # moved elsewhere, the preset needs no key (a gateway may want none), and sends one set
+    assert moved.base_url == gateway and moved.api_key is None
+    keyed = resolve_endpoint("gpt-4o-mini", presets, environ={**environ, "OPENAI_API_KEY": "k"})
+    assert keyed.base_url == gateway and keyed.api_key == "k"
+    flag = resolve_endpoint("gpt-4o", presets, base_url="http://gpu:9/v1", environ=environ)
+    assert flag.base_url == "http://gpu:9/v1"
+    # only presets on api.openai.com move
+    other = resolve_endpoint("deepseek-r1", presets, needs_key=False, environ=environ)
+    assert other.base_url == "https://api.deepseek.com"
+    local = resolve_endpoint("local-r1", presets, environ=environ)
+    assert local.base_url == "http://127.0.0.1:8000/v1"
+    # OpenAI's own URL, however written, still needs OpenAI's key; an empty one is unset
+    with pytest.raises(SettingsError, match="OPENAI_API_KEY is not set"):
+        resolve_endpoint("gpt-4o", presets, environ={"OPENAI_BASE_URL": OPENAI + "/"})
+    unset = resolve_endpoint("gpt-4o", presets, needs_key=False, environ={"OPENAI_BASE_URL": ""})
+    assert unset.base_url == OPENAI
+
+
+def test_caption_with_gpt_4o_goes_to_openai_base_url_and_base_url_wins(
+    llm_workspace, server: ScriptedServer, cli: CliRun
+) -> None:
+    root = llm_workspace(2, caption=False)
+    env = {"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "sk-openai-fake-42"}
+
+    elsewhere = cli("caption", "-w", root, "--model", "gpt-4o", "--base-url", closed_url(), env=env)
+    assert elsewhere.returncode == 1 and "unreachable" in elsewhere.stderr
+    assert server.count == 0
+
+    done = cli("caption", "-w", root, "--model", "gpt-4o", env=env)
+    assert done.returncode == 0, done.stderr
+    assert [r["model"] for r in server.requests] == ["gpt-4o", "gpt-4o"]
+    assert server.auth_headers == ["Bearer sk-openai-fake-42"] * 2
+    assert query(root, "SELECT DISTINCT base_url FROM llm_calls") == [(server.url,)]
 
 
 def test_distill_with_deepseek_r1_sends_what_deepseeks_api_expects(

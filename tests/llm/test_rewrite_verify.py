@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import png_bytes, query, write_jsonl
-from tests.llm.conftest import add_presets, fast_settings, marker, run_step
+from tests.llm.conftest import add_presets, closed_url, fast_settings, marker, run_step
 from vlaa_data.errors import SettingsError
 from vlaa_data.sources import SourceOptions, open_source
 from vlaa_data.steps.collect import collect
@@ -122,6 +122,22 @@ def test_rewrite_calls_only_where_a_caption_is_mentioned_and_keeps_line_breaks(
         assert results[n][0] == "done" and results[n][3] == "unchanged"
         assert results[n][1]["answer"] == "Answer: 3" and "reasoning" in results[n][1]
     assert run_step(root, "rewrite", model="test-vlm").selected == 0  # nothing left to do
+
+
+def test_rewrite_checks_its_endpoint_first_and_skips_what_needs_no_call(
+    tmp_path: Path, server: ScriptedServer, cli
+) -> None:
+    rows = [{"question": "How many cubes?", "answer": "3"} for _ in range(2)]
+    root = build(
+        tmp_path, server, rows, {0: (REASONING_0, "Answer: 3"), 1: ("Three.", "Answer: 3")}
+    )
+    url = closed_url()
+    result = cli("rewrite", "-w", root, "--model", "test-vlm", "--base-url", url)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: endpoint {url}: unreachable: ")
+    assert result.stderr.rstrip().endswith("1 samples left pending: run again once it answers")
+    assert server.count == 0
+    assert {n: r[0] for n, r in current(root, "rewrite").items()} == {1: "done"}  # unchanged
 
 
 def test_rewrite_rejects_too_many_changes_with_the_number_and_lost_structure(
@@ -294,6 +310,32 @@ def test_a_math_check_that_hangs_is_cut_and_handed_to_the_judge(
         )
     assert report.sent_to_judge == 1 and server.count == 1
     assert current(root, "verify")[0][3] == "judge:test-judge"
+
+
+def test_a_judge_that_cannot_be_reached_or_fails_every_request_exits_1(
+    verify_workspace: Path, server: ScriptedServer, cli
+) -> None:
+    root = verify_workspace
+    url = closed_url()
+
+    unreachable = cli("verify", "-w", root, "--judge", "test-judge", "--base-url", url)
+
+    assert unreachable.returncode == 1
+    [line] = [line for line in unreachable.stderr.splitlines() if line.strip()]
+    assert line.startswith(f"error: endpoint {url}: unreachable: ")
+    assert line.endswith("4 samples left pending: run again once it answers")
+    assert len(current(root, "verify")) == 6 and server.count == 0  # the rules' verdicts stand
+    runs = query(root, "SELECT status FROM runs WHERE command LIKE '%verify%'")
+    assert runs == [("stopped",)]
+
+    server.responder = lambda request, attempt: Reply.error(400, message="no such model")
+    failing = cli("verify", "-w", root, "--judge", "test-judge")
+    assert failing.returncode == 1
+    assert (
+        "error: all 4 requests to test-judge failed (4 bad_request; first: 400 no such model)"
+        in (failing.stderr)
+    )
+    assert "failed:bad_request" in failing.stdout and server.count == 4
 
 
 def test_verify_and_status_through_the_cli(

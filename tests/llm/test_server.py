@@ -255,3 +255,40 @@ def test_command_line_serves_until_sigterm():
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def test_the_server_says_it_is_the_scripted_stand_in(server):
+    from vlaa_data.doctor.endpoints import serves_scripted
+    from vlaa_data.llm.presets import Endpoint, Preset
+
+    def endpoint(url: str) -> Endpoint:
+        return Endpoint(preset=Preset(name="s", model="scripted"), base_url=url)
+
+    completion = client(server).chat.completions.create(model="m", messages=MESSAGES)
+    assert completion.system_fingerprint == "vlaa-data-scripted"
+    assert [m.owned_by for m in client(server).models.list()] == ["vlaa-data-scripted"]
+    assert asyncio.run(serves_scripted(endpoint(server.url)))
+    # Passing for a real model, for tests that need one.
+    with ScriptedServer(identify=False) as other:
+        completion = client(other).chat.completions.create(model="m", messages=MESSAGES)
+        assert completion.system_fingerprint is None
+        assert not completion.id.startswith("chatcmpl-scripted")
+        assert [m.owned_by for m in client(other).models.list()] == ["vlaa-data"]
+        assert not asyncio.run(serves_scripted(endpoint(other.url)))
+
+
+def test_command_line_serves_the_demo_responder():
+    command = [sys.executable, "-m", "vlaa_data.testing.server", "--demo"]
+    with subprocess.Popen(command, stdout=PIPE, stderr=PIPE, text=True) as process:
+        try:
+            url = process.stdout.readline().split()[-1]
+            prompt = "Question: What is 2 + 2?\n\nThink it through."
+            body = json.dumps({"model": "m", "messages": [{"role": "user", "content": prompt}]})
+            status, _, reply = post(f"{url}/chat/completions", body.encode())
+            assert status == 200, reply  # the responder's Reply is the server's own class
+            assert json.loads(reply)["system_fingerprint"] == "vlaa-data-scripted"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=5) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()

@@ -11,7 +11,7 @@ import pytest
 from huggingface_hub import DatasetCard
 from PIL import Image
 
-from vlaa_data.errors import VlaaError
+from vlaa_data.errors import SettingsError, VlaaError
 from vlaa_data.release.card import card_facts, size_category, write_card
 from vlaa_data.workspace import Workspace
 
@@ -55,15 +55,18 @@ def test_counts_methods_and_aha_rate(released_workspace: Path, tmp_path: Path):
         facts = card_facts(ws, "v1")
     assert facts.per_source == {
         "arxiv": {"collected": 4, "captioned": 4, "distilled": 4, "rewritten": 4,
-                  "verified correct": 3, "sft": 1, "rl": 1},
+                  "verified correct": 3, "sft": 1, "rl": 1, "test": 0},
         "clevr": {"collected": 6, "captioned": 6, "distilled": 6, "rewritten": 6,
-                  "verified correct": 5, "sft": 2, "rl": 3},
+                  "verified correct": 5, "sft": 2, "rl": 3, "test": 0},
     }  # fmt: skip
     assert facts.verify_methods == {"choice": 2, "digit": 5}
     assert (facts.aha_rows, facts.total) == (4, 7)  # every RL sample, no SFT one
     text = render(released_workspace, tmp_path / "hf")
-    assert "| clevr | 6 | 6 | 6 | 6 | 5 | 2 | 3 |" in text
-    assert "| arxiv | 4 | 4 | 4 | 4 | 3 | 1 | 1 |" in text
+    header = "| source | collected | captioned | distilled | rewritten | verified correct |"
+    assert f"{header} SFT | RL | test |" in text
+    assert "| clevr | 6 | 6 | 6 | 6 | 5 | 2 | 3 | 0 |" in text
+    assert "| arxiv | 4 | 4 | 4 | 4 | 3 | 1 | 1 | 0 |" in text
+    assert "**3** SFT samples, **4** RL samples and **0** held-out" in text
     assert "| digit | 5 |" in text and "| choice | 2 |" in text
     assert "**57.1%**" in text and "(4 of 7)" in text
     assert '"rule": "aha"' in text  # the release's parameters
@@ -147,3 +150,52 @@ def test_unknown_release_is_a_one_line_error(released_workspace: Path, tmp_path:
 )
 def test_size_category(n: int, label: str):
     assert size_category(n) == label
+
+
+def _settings(workspace: Path, lines: str) -> None:
+    """Set ``lines`` in the ``[release]`` section of the workspace's vlaa.toml."""
+    config = workspace / "vlaa.toml"
+    text = config.read_text(encoding="utf-8")
+    assert "\n[release]\n" in text  # init writes the section, its keys commented out
+    config.write_text(text.replace("\n[release]\n", f"\n[release]\n{lines}"), encoding="utf-8")
+
+
+def test_the_license_comes_from_the_release_settings(
+    released_workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _settings(released_workspace, 'license = "cc-by-4.0"\n')
+    text = render(released_workspace, tmp_path / "a", configs=CONFIGS)
+    data = DatasetCard(text).data.to_dict()
+    assert data["license"] == "cc-by-4.0"
+    assert "license_name" not in data and "license_link" not in data
+    assert "Released under `cc-by-4.0`" in text
+    assert data["configs"] == CONFIGS["configs"]
+    monkeypatch.setenv("VLAA_RELEASE_LICENSE", "apache-2.0")  # the environment overrides
+    assert DatasetCard(render(released_workspace, tmp_path / "b")).data.license == "apache-2.0"
+
+
+def test_a_license_the_hub_has_no_id_for(released_workspace: Path, tmp_path: Path) -> None:
+    _settings(
+        released_workspace,
+        'license = "other"\nlicense_name = "vlaa-research-only"\n'
+        'license_link = "https://example.com/LICENSE"\n',
+    )
+    text = render(released_workspace, tmp_path / "hf")
+    front = text.split("---\n")[1]
+    assert front.startswith(
+        "license: other\nlicense_name: vlaa-research-only\n"
+        "license_link: https://example.com/LICENSE\n"
+    )
+    data = DatasetCard(text).data.to_dict()
+    assert (data["license"], data["license_name"], data["license_link"]) == (
+        "other",
+        "vlaa-research-only",
+        "https://example.com/LICENSE",
+    )
+    assert "Released under `vlaa-research-only` (https://example.com/LICENSE)" in text
+
+
+def test_a_license_name_needs_license_other(released_workspace: Path) -> None:
+    _settings(released_workspace, 'license = "mit"\nlicense_name = "mine"\n')
+    with pytest.raises(SettingsError, match=r"release\.license_name: .*license = \"other\""):
+        Workspace.open(released_workspace, write=False)

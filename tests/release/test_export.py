@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
+from huggingface_hub import DatasetCard
 
 from tests.conftest import query
+from tests.release.conftest import build_release
 from tests.test_collect import run_collect
 from vlaa_data.chat_format import SYSTEM_PROMPT
 from vlaa_data.errors import VlaaError
 from vlaa_data.release.export import FORMATS, MARKER, export_release
-from vlaa_data.release.formats import VLAA_JSON_FILES, hf_configs_yaml
+from vlaa_data.release.formats import VLAA_JSON_FILES, hf_configs_yaml, hf_shards
 from vlaa_data.workspace import Workspace, init_workspace
 
 SFT_IDS = {"clevr/c1", "clevr/c5", "arxiv/a3"}
@@ -50,14 +53,19 @@ def test_hf_loads_with_datasets_in_trl_columns(released_workspace: Path, tmp_pat
 
     out = tmp_path / "hf"
     report = export(released_workspace, out, "hf", shard_rows=2)
-    assert report.rows == {"sft": 3, "rl": 4}
-    assert sorted(report.files) == [
+    assert report.rows == {"sft": 3, "rl": 4, "test": 0}
+    assert [_unhashed(f) for f in sorted(report.files)] == [
         "README.md",
+        "assets/reasoning_length.png",
+        "assets/sources.png",
         "data/rl-00000-of-00002.parquet",
         "data/rl-00001-of-00002.parquet",
         "data/sft-00000-of-00002.parquet",
         "data/sft-00001-of-00002.parquet",
     ]
+    for name in report.files:  # a shard is named by its content
+        digest = re.search(r"-([0-9a-f]{16})\.parquet$", name)
+        assert not digest or digest[1] == hashlib.sha256((out / name).read_bytes()).hexdigest()[:16]
 
     loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
     assert set(loaded) == {"sft", "rl"}
@@ -87,15 +95,26 @@ def test_hf_loads_with_datasets_in_trl_columns(released_workspace: Path, tmp_pat
     assert [m["role"] for m in row["prompt"]] == ["system", "user"]
     assert row["prompt"][1]["content"][1]["text"].startswith("Question c2:")
     assert row["image"].size == (32, 24)
-    assert (out / "README.md").read_text().startswith("---\nconfigs:\n")
-    assert hf_configs_yaml()["configs"][0]["data_files"][1] == {"split": "rl", "path": "data/rl-*"}
+    # the README is the dataset card; its configs name each split's files
+    card = DatasetCard((out / "README.md").read_text()).data.to_dict()
+    assert card["configs"] == hf_configs_yaml(out)["configs"]
+    rl_files = [f"data/{shard.name}" for shard in hf_shards(out, "rl")]
+    assert card["configs"][0]["data_files"][1] == {"split": "rl", "path": rl_files}
+    assert len(rl_files) == 2 and "## Citation" in (out / "README.md").read_text()
+
+
+def _unhashed(name: str) -> str:
+    """A shard's name without its content digest."""
+    return re.sub(r"-[0-9a-f]{16}\.parquet$", ".parquet", name)
 
 
 def test_vlaa_json_reimports_through_the_importer(released_workspace: Path, tmp_path: Path) -> None:
     out = tmp_path / "vlaa-json"
     export(released_workspace, out, "vlaa-json")
     fresh = init_workspace(tmp_path / "fresh")
-    for split, file_name in VLAA_JSON_FILES.items():
+    assert not (out / VLAA_JSON_FILES["test"]).exists()  # v1 holds out no test part
+    for split in ("sft", "rl"):
+        file_name = VLAA_JSON_FILES[split]
         report = run_collect(fresh, "vlaa-thinking", str(out / file_name), name=split, images=out)
         assert (report.collected, report.rejected_total) == (
             len(release_texts(released_workspace, split)),
@@ -222,15 +241,15 @@ def test_a_failed_export_leaves_the_earlier_one(
 def test_hf_leaves_out_an_empty_split(verified_workspace: Path, tmp_path: Path) -> None:
     import datasets
 
-    from tests.release.conftest import build_release
-
     build_release(verified_workspace, name="all_sft", rule="pass")
     out = tmp_path / "hf"
     report = export(verified_workspace, out, "hf", name="all_sft")
-    assert report.rows == {"sft": 8, "rl": 0}  # no RL split: arxiv/a1 stays
+    assert report.rows == {"sft": 8, "rl": 0, "test": 0}  # no RL split: arxiv/a1 stays
     loaded = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf-cache"))
     assert set(loaded) == {"sft"} and loaded["sft"].num_rows == 8
-    assert sorted(report.files) == ["README.md", "data/sft-00000-of-00001.parquet"]
+    assert [_unhashed(f) for f in sorted(report.files) if f.startswith("data/")] == [
+        "data/sft-00000-of-00001.parquet"
+    ]
 
 
 def test_release_rows_read_in_chunks_match_one_read(released_workspace: Path, monkeypatch) -> None:
@@ -249,3 +268,49 @@ def test_release_rows_read_in_chunks_match_one_read(released_workspace: Path, mo
         assert sum(row.caption is not None for row in whole) >= 3
         with pytest.raises(IndexError):
             rows[len(rows)]
+
+
+def test_a_new_export_in_the_same_folder_is_loaded_afresh(
+    released_workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``load_dataset(DIR)`` with its default cache: the cache is keyed on the folder's name
+    and the card's configs, so a changed release exported to the same folder must change
+    what it keys on. (The cache's root is this test's own, so no other run's cache is read.)"""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "default-cache"))
+    out = tmp_path / "hf"
+    export(released_workspace, out, "hf", shard_rows=2)
+    first = datasets.load_dataset(str(out))
+    assert (first["sft"].num_rows, first["rl"].num_rows) == (3, 4)
+
+    # the same splits and shard counts, other rows: only the files' names can tell
+    build_release(released_workspace, "v1", replace=True, rl_quota={"clevr": 1})
+    report = export(released_workspace, out, "hf", shard_rows=2)
+    assert report.rows == {"sft": 4, "rl": 2, "test": 0}
+    again = datasets.load_dataset(str(out))
+    assert {split: list(again[split]["id"]) for split in again} == {
+        split: release_ids(released_workspace, split) for split in ("sft", "rl")
+    }
+
+
+def test_sharegpt_and_vlaa_json_leave_out_empty_splits(
+    verified_workspace: Path, tmp_path: Path
+) -> None:
+    build_release(verified_workspace, name="v1", rule="pass", test_size=2)
+    sharegpt = tmp_path / "sharegpt"
+    report = export(verified_workspace, sharegpt, "sharegpt")
+    assert report.rows == {"sft": 6, "rl": 0, "test": 2}
+    info = json.loads((sharegpt / "dataset_info.json").read_text())
+    assert sorted(info) == ["v1_sft", "v1_test"]  # no entry, and no file, for the empty rl
+    assert sorted(report.files) == [
+        "dataset_info.json",
+        "v1_sft.json",
+        "v1_test.json",
+    ]
+    assert len(json.loads((sharegpt / "v1_test.json").read_text())) == 2
+    vlaa_json = tmp_path / "vlaa-json"
+    export(verified_workspace, vlaa_json, "vlaa-json")
+    held_out = json.loads((vlaa_json / VLAA_JSON_FILES["test"]).read_text())
+    assert [r["id"] for r in held_out] == release_ids(verified_workspace, "test")
+    assert json.loads((vlaa_json / VLAA_JSON_FILES["rl"]).read_text()) == []  # the published pair

@@ -1,8 +1,9 @@
 """``push_release`` against a stand-in Hub on 127.0.0.1, through the real ``HfApi``.
 
-The stand-in implements only what huggingface_hub calls for a push: create repo, validate the
-README's YAML, preupload (every file "regular", with the oid of what the repo already holds so
-unchanged files are skipped), commit (NDJSON), refs, revision info and tags.
+The stand-in implements only what huggingface_hub calls for a push and a download: create
+repo, validate the README's YAML, preupload (every file "regular", with the oid of what the
+repo already holds so unchanged files are skipped), commit (NDJSON: files added or deleted),
+refs, revision info, the file tree and tags at any revision, and file downloads.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,15 @@ from vlaa_data.workspace import Workspace
 
 TOKEN = "hf_TestTokenThatMustNotLeak0123456789"
 REPO = "me/vlaa-v1"
-_ROUTE = re.compile(r"^/api/datasets/([^/]+/[^/]+)/(preupload|commit|tag|refs|revision)(?:/(.*))?$")
+_ROUTE = re.compile(
+    r"^/api/datasets/([^/]+/[^/]+)/(preupload|commit|tag|refs|revision|tree)(?:/(.*))?$"
+)
+_RESOLVE = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 
 
 class FakeHub:
-    """Repos in memory: files, commits (oid, message, paths), tags; every request recorded."""
+    """Repos in memory: files, commits (oid, message, paths), each commit's tree, tags; every
+    request recorded."""
 
     def __init__(self) -> None:
         self.repos: dict[str, dict[str, Any]] = {}
@@ -42,12 +47,35 @@ class FakeHub:
         self.server.hub = self  # type: ignore[attr-defined]
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def commit(self, repo: dict[str, Any], message: str, files: dict[str, bytes]) -> str:
+    def commit(
+        self,
+        repo: dict[str, Any],
+        message: str,
+        files: dict[str, bytes],
+        deleted: Sequence[str] = (),
+    ) -> str:
         parent = repo["commits"][-1][0] if repo["commits"] else ""
-        digest = hashlib.sha1(f"{parent}{message}{sorted(files.items())}".encode()).hexdigest()
+        changes = f"{parent}{message}{sorted(files.items())}{sorted(deleted)}"
+        digest = hashlib.sha1(changes.encode()).hexdigest()
         repo["files"].update(files)
+        for path in deleted:
+            del repo["files"][path]
         repo["commits"].append((digest, message, sorted(files)))
+        repo["trees"][digest] = dict(repo["files"])
         return digest
+
+    def tree(self, repo: dict[str, Any], revision: str) -> tuple[str, dict[str, bytes]] | None:
+        """The commit ``revision`` (main, a tag or a commit) names, and its files."""
+        commit = {"main": repo["commits"][-1][0], **repo["tags"]}.get(revision, revision)
+        return (commit, repo["trees"][commit]) if commit in repo["trees"] else None
+
+    def download(self, path: str) -> tuple[int, bytes, dict[str, str]]:
+        match = _RESOLVE.match(path.split("?")[0])
+        found = match and match[1] in self.repos and self.tree(self.repos[match[1]], match[2])
+        if not found or match[3] not in found[1]:
+            return 404, b"", {"X-Error-Code": "EntryNotFound"}
+        data = found[1][match[3]]
+        return 200, data, {"X-Repo-Commit": found[0], "ETag": f'"{sha.git_hash(data)}"'}
 
     def handle(self, method: str, path: str, body: bytes, auth: str | None) -> tuple[int, Any]:
         self.requests.append((method, path, auth))
@@ -59,7 +87,9 @@ class FakeHub:
             url = f"{self.url}/datasets/{repo_id}"
             if repo_id in self.repos:  # the Hub names the existing repo's url
                 return 409, {"error": "You already created this dataset repo", "url": url}
-            repo = self.repos[repo_id] = {"files": {}, "commits": [], "tags": {}, "meta": payload}
+            repo = self.repos[repo_id] = {
+                "files": {}, "commits": [], "trees": {}, "tags": {}, "meta": payload
+            }  # fmt: skip
             self.commit(repo, "initial commit", {".gitattributes": b"*.parquet filter=lfs\n"})
             return 200, {"url": url, "name": repo_id}
         match = _ROUTE.match(path.split("?")[0])
@@ -75,18 +105,29 @@ class FakeHub:
             return 200, {"files": [self._mode(repo, f["path"]) for f in files]}
         if action == "commit":
             lines = [json.loads(line) for line in body.splitlines() if line.strip()]
-            if any(item["key"] != "header" and item["key"] != "file" for item in lines):
-                return 400, {"error": "only regular files here"}
+            if any(item["key"] not in ("header", "file", "deletedFile") for item in lines):
+                return 400, {"error": "only regular files and file deletions here"}
             files = {
                 i["value"]["path"]: base64.b64decode(i["value"]["content"])
                 for i in lines
                 if i["key"] == "file"
             }
-            oid = self.commit(repo, lines[0]["value"]["summary"], files)
+            deleted = [i["value"]["path"] for i in lines if i["key"] == "deletedFile"]
+            if any(path not in repo["files"] for path in deleted):
+                return 404, {"error": "deleting a file the repo does not hold"}
+            oid = self.commit(repo, lines[0]["value"]["summary"], files, deleted)
             url = f"{self.url}/datasets/{match[1]}/commit/{oid}"
             return 200, {"commitUrl": url, "commitOid": oid, "pullRequestUrl": None}
-        if action == "revision":
-            return 200, {"id": match[1], "sha": head, "private": False}
+        if action in ("revision", "tree"):
+            found = self.tree(repo, (match[3] or "main").split("/")[0])
+            if found is None:
+                return 404, {"error": f"no revision {match[3]}"}
+            if action == "revision":
+                return 200, {"id": match[1], "sha": found[0], "private": False}
+            return 200, [
+                {"type": "file", "path": p, "size": len(data), "oid": sha.git_hash(data)}
+                for p, data in sorted(found[1].items())
+            ]
         if action == "refs":
             tags = [{"name": n, "ref": f"refs/tags/{n}", "targetCommit": c}
                     for n, c in repo["tags"].items()]  # fmt: skip
@@ -109,15 +150,22 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         hub: FakeHub = self.server.hub  # type: ignore[attr-defined]
-        status, payload = hub.handle(self.command, self.path, body, self.headers["Authorization"])
-        data = json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.path.startswith("/datasets/"):
+            hub.requests.append((self.command, self.path, self.headers["Authorization"]))
+            status, data, headers = hub.download(self.path)
+        else:
+            auth = self.headers["Authorization"]
+            status, payload = hub.handle(self.command, self.path, body, auth)
+            data = json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        for key, value in {**headers, "Content-Length": str(len(data))}.items():
+            self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
-    do_GET = do_POST = _answer
+    do_GET = do_POST = do_HEAD = _answer
 
     def log_message(self, *args: object) -> None:
         pass
@@ -265,3 +313,41 @@ def test_missing_folder_and_release(released_workspace, tmp_path, hub):
         pytest.raises(VlaaError, match="no release 'v9'"),
     ):
         push_release(ws, "v9", REPO, tmp_path, version=None, private=False, dry_run=True)
+
+
+def test_a_new_version_replaces_the_old_shards(released_workspace, tmp_path, hub):
+    """v1 in seven one-row shards, then v2 in one shard a split: the v2 tag holds v2's files
+    only, and what ``datasets`` loads from it are v2's rows; the v1 tag still holds v1."""
+    import datasets
+    from huggingface_hub import snapshot_download
+
+    from tests.release.conftest import build_release
+    from vlaa_data.release.export import export_release
+
+    folder, api = tmp_path / "hf", HfApi(endpoint=hub.url, token=TOKEN)
+    build_release(released_workspace, "v2", rl_quota={"clevr": 1}, test_size=1)
+    reports, counts = {}, {}
+    for name, shard_rows in (("v1", 1), ("v2", 5000)):
+        with Workspace.open(released_workspace, write=True) as ws:
+            export_release(ws, name, "hf", folder, shard_rows=shard_rows, repo_id=REPO)
+            reports[name] = push_release(
+                ws, name, REPO, folder, version=name, private=False, dry_run=False, api=api
+            )
+            counts[name] = {k: n for k, n in ws.store.release_counts()[name].items() if n}
+    assert counts == {"v1": {"sft": 3, "rl": 4}, "v2": {"sft": 4, "rl": 2, "test": 1}}
+
+    repo = hub.repos[REPO]
+    v1_files = set(hub.tree(repo, "v1")[1])
+    v2_files = set(hub.tree(repo, "v2")[1])
+    assert len([p for p in v1_files if p.startswith("data/")]) == 7
+    assert v2_files == {".gitattributes"} | {f.path for f in reports["v2"].files}
+    assert reports["v2"].deleted == sorted(p for p in v1_files if p.startswith("data/"))
+    assert len([p for p in v2_files if p.startswith("data/")]) == 3
+
+    for name in ("v1", "v2"):
+        snapshot = snapshot_download(
+            REPO, repo_type="dataset", revision=name, endpoint=hub.url, token=TOKEN,
+            local_dir=tmp_path / f"snapshot-{name}", cache_dir=tmp_path / "hub-cache",
+        )  # fmt: skip
+        loaded = datasets.load_dataset(snapshot, cache_dir=str(tmp_path / "datasets-cache"))
+        assert {split: loaded[split].num_rows for split in loaded} == counts[name]

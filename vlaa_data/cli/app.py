@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -42,7 +41,8 @@ COMMAND_ORDER = (
 
 
 class _PipelineOrder(TyperGroup):
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    # Any: the Context of click, or of the copy of click that newer typers carry (typer._click)
+    def list_commands(self, ctx: Any) -> list[str]:
         names = super().list_commands(ctx)
         rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
         return sorted(names, key=lambda name: rank.get(name, len(rank)))

@@ -37,7 +37,14 @@ def evaluate(
         ),
     ],
     data: Annotated[Path, typer.Option(help="An hf export folder (export NAME --format hf).")],
-    split: Annotated[str, typer.Option(help="rl or sft.")] = "rl",
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="test, rl or sft [default: test, the held-out part; rl, with a note, where "
+            "the export has none].",
+            show_default=False,
+        ),
+    ] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Only the first N rows, in export order.")
     ] = None,
@@ -92,7 +99,12 @@ def evaluate(
     Example: vlaa-data eval --model my-vlm --base-url http://localhost:8000/v1 --batch-size 64
     """
     from vlaa_data.evaluation import EvalOptions, GenerationSettings, run_eval
+    from vlaa_data.evaluation.data import default_split
 
+    if split is None:  # said before the model loads, not after a long generation
+        note = default_split(data)[1]
+        if note:
+            err.print(Text(f"note: {note}"), soft_wrap=True)
     settings = GenerationSettings(
         backend=backend or ("openai" if base_url else "transformers"),
         batch_size=batch_size,

@@ -25,7 +25,7 @@ from vlaa_data.cli.llm import (
     llm_options,
     print_estimate,
     progress_bar,
-    raise_if_over_budget,
+    raise_if_stopped,
 )
 from vlaa_data.errors import VlaaError
 
@@ -158,7 +158,7 @@ def _filter_aha_model(
     else:
         _print_aha_model(report)
     if report.judge is not None:
-        raise_if_over_budget(report.judge)
+        raise_if_stopped(report.judge)
 
 
 def _print_aha_model(report: AhaModelReport) -> None:

@@ -79,7 +79,11 @@ def _llm_flags(
         typer.Option("--model", "-m", help="A preset (see `vlaa-data presets`) or a model id."),
     ] = None,
     base_url: Annotated[
-        str | None, typer.Option(help="The endpoint, overriding the preset's.")
+        str | None,
+        typer.Option(
+            help="The endpoint [default: the step's base_url in vlaa.toml, else "
+            "$OPENAI_BASE_URL for a preset on api.openai.com, else the preset's]."
+        ),
     ] = None,
     api_key_env: Annotated[
         str | None, typer.Option(help="Read the API key from this variable.")
@@ -239,16 +243,22 @@ def _run_step(step: str, options: LlmOptions, json_: bool, workspace: Path | Non
         print_estimate(report)
     else:
         print_report(report)
-    raise_if_over_budget(report)
+    note_waiting(report.waiting_hint())
+    raise_if_stopped(report)
 
 
-def raise_if_over_budget(report) -> None:
-    if report.stopped == "budget":
-        raise VlaaError(
-            f"budget reached: ${report.progress.cost_usd:.4f} spent of "
-            f"${report.budget_usd:.2f} (in-flight estimate included); "
-            f"{report.left_pending} samples left pending; rerun with a higher --budget-usd"
-        )
+def raise_if_stopped(report) -> None:
+    """Exit 1 with one line when the step did not do its work: a budget stop, an unreachable
+    endpoint, or requests sent of which none brought back a reply."""
+    line = report.stop_line()
+    if line is not None:
+        raise VlaaError(line)
+
+
+def note_waiting(hint: str | None) -> None:
+    """``N samples wait for caption: run caption first``, on stderr (stdout may be JSON)."""
+    if hint:
+        err.print(f"note: {hint}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _register(step: str) -> None:

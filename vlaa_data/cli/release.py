@@ -32,7 +32,10 @@ def _quotas(values: list[str] | None, flag: str) -> dict[str, int]:
 
 @app.command()
 def split(
-    name: Annotated[str, typer.Option(help="The release's name.")] = "default",
+    name: Annotated[str | None, typer.Argument(help="The release's name.")] = None,
+    name_option: Annotated[
+        str | None, typer.Option("--name", hidden=True, help="The release's name (old form).")
+    ] = None,
     rule: Annotated[
         str, typer.Option(help="aha (the paper's: aha moment -> RL, else SFT) or pass (all SFT).")
     ] = "aha",
@@ -56,20 +59,36 @@ def split(
     ppl_top: Annotated[
         int | None, typer.Option(min=0, help="Keep the K highest-PPL SFT samples.")
     ] = None,
+    test_size: Annotated[
+        str,
+        typer.Option(
+            help="The held-out test part eval scores on, no image of it in SFT or RL: a count "
+            "of samples (200), or a share of the images drawn by --seed (0.02 or 2%; at most "
+            "1000 samples); 0 for none. [default: 2%]",
+            show_default=False,
+        ),
+    ] = "0.02",
     replace: Annotated[bool, typer.Option(help="Rebuild a release that exists.")] = False,
     json_: Json = False,
     workspace: Workspace_ = None,
 ) -> None:
-    """Split verified samples into a named release: SFT and RL, disjoint, no image in both.
+    """Split verified samples into a named release: SFT, RL and a held-out test part, disjoint,
+    no image in two of them.
 
     The release keeps its parameters and, for every sample considered, its split and why
-    (table release_samples); the same command on the same workspace rebuilds it exactly.
+    (table release_samples); the same command on the same workspace rebuilds it exactly. With
+    no sample verified correct no release is made.
 
-    Example: vlaa-data split --name v2 --rl-quota clevr_math=2000 --where "reasoning_tokens < 2000"
+    Example: vlaa-data split v2 --rl-quota clevr_math=2000 --where "reasoning_tokens < 2000"
     """
-    from vlaa_data.steps.split import SplitOptions, run_split
+    from vlaa_data.steps.split import SplitOptions, parse_test_size, run_split
     from vlaa_data.workspace import Workspace
 
+    if name and name_option and name != name_option:
+        raise VlaaError(f"two names given: {name!r} and --name {name_option!r}")
+    name = name or name_option
+    if not name:
+        raise VlaaError("name the release: vlaa-data split NAME")
     options = SplitOptions(
         name=name,
         rule=rule,
@@ -79,6 +98,7 @@ def split(
         seed=seed,
         where=where,
         ppl_top=ppl_top,
+        test_size=parse_test_size(test_size),
         replace=replace,
         command=command_line(),
     )
@@ -87,11 +107,11 @@ def split(
     if json_:
         print_json(report.to_dict())
         return
-    table = new_table(f"release {report.name}", "source", "sft>", "rl>")
+    table = new_table(f"release {report.name}", "source", "sft>", "rl>", "test>")
     for source, counts in report.by_source.items():
-        table.add_row(Text(source), str(counts["sft"]), str(counts["rl"]))
+        table.add_row(Text(source), *(str(n) for n in counts.values()))
     table.add_section()
-    table.add_row("total", str(report.counts["sft"]), str(report.counts["rl"]))
+    table.add_row("total", *(str(n) for n in report.counts.values()))
     out.print(table)
     if report.excluded:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(report.excluded.items()))
@@ -117,8 +137,8 @@ def export(
     """Write a release to disk: the same release always gives byte-identical files.
 
     hf: parquet shards with images embedded and a dataset card; datasets.load_dataset(DIR)
-    loads splits sft and rl. vlaa-json: the published VLAA-Thinking files and images.
-    sharegpt: LLaMA-Factory's layout with dataset_info.json.
+    loads splits sft, rl and test (those with rows). vlaa-json: the published VLAA-Thinking
+    files and images. sharegpt: LLaMA-Factory's layout with dataset_info.json.
 
     Example: vlaa-data export v1 --format hf --out ./vlaa-v1
     """
@@ -130,22 +150,11 @@ def export(
         report = export_release(
             ws, name, format_, target, shard_rows=shard_rows, command=command_line()
         )
-        if format_ == "hf":
-            _write_card(ws, name, target)
     if json_:
         print_json(report.to_dict())
         return
     rows = ", ".join(f"{n} {split}" for split, n in report.rows.items())
     out.print(Text(f"release {name} written to {report.out} ({format_}: {rows})"))
-
-
-def _write_card(ws: object, name: str, target: Path, repo_id: str | None = None) -> None:
-    from vlaa_data.release.card import write_card
-    from vlaa_data.release.formats import hf_configs_yaml, hf_splits
-
-    write_card(
-        ws, name, target, fmt="hf", configs=hf_configs_yaml(hf_splits(target)), repo_id=repo_id
-    )
 
 
 @app.command()
@@ -171,13 +180,12 @@ def push(
     Example: HF_TOKEN=... vlaa-data push v2 me/vlaa-thinking-mine --version v2 --private
     """
     from vlaa_data.release.export import default_out, export_release
-    from vlaa_data.release.push import push_release
+    from vlaa_data.release.push import REPLACED_FOLDERS, push_release
     from vlaa_data.workspace import Workspace
 
     with Workspace.open(workspace, write=True) as ws:
         folder = default_out(ws, name, "hf")
-        export_release(ws, name, "hf", folder, command=command_line())
-        _write_card(ws, name, folder, repo_id=repo_id)
+        export_release(ws, name, "hf", folder, command=command_line(), repo_id=repo_id)
         report = push_release(
             ws, name, repo_id, folder, version=version, private=private, dry_run=dry_run
         )
@@ -189,6 +197,14 @@ def push(
         table.add_row(Text(file.path), f"{file.size:,}")
     out.print(table)
     if dry_run:
-        out.print(Text(f"dry run: commit {report.message!r}, tag {report.tag}; nothing sent"))
-    else:
-        out.print(Text(f"commit {report.commit} tagged {report.tag}: {report.commit_url}"))
+        replaced = " and ".join(REPLACED_FOLDERS)
+        out.print(
+            Text(
+                f"dry run: commit {report.message!r}, tag {report.tag}; the commit also deletes "
+                f"the files under {replaced} that this export lacks; nothing sent"
+            )
+        )
+        return
+    if report.deleted:
+        out.print(Text(f"deleted {len(report.deleted)} earlier files: {', '.join(report.deleted)}"))
+    out.print(Text(f"commit {report.commit} tagged {report.tag}: {report.commit_url}"))

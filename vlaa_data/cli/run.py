@@ -34,7 +34,10 @@ def run(
     end: Annotated[str | None, typer.Option("--to", help="Stop after this step.")] = None,
     base_url: Annotated[
         str | None,
-        typer.Option(help="Send every LLM step to this OpenAI-compatible endpoint (vllm serve)."),
+        typer.Option(
+            help="Send every LLM step to this OpenAI-compatible endpoint (vllm serve), "
+            "over each step's base_url in vlaa.toml and $OPENAI_BASE_URL."
+        ),
     ] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Each LLM step takes at most N samples.")

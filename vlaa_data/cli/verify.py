@@ -11,9 +11,10 @@ from vlaa_data.cli.app import err, exit_on_interrupt, new_table, note_recovered,
 from vlaa_data.cli.llm import (
     llm_command,
     llm_options,
+    note_waiting,
     print_estimate,
     progress_bar,
-    raise_if_over_budget,
+    raise_if_stopped,
 )
 
 _HELP = (
@@ -88,8 +89,9 @@ def _verify(
         print_estimate(report.judge)
     else:
         _print_verdicts(report)
+    note_waiting(report.waiting_hint())
     if report.judge is not None:
-        raise_if_over_budget(report.judge)
+        raise_if_stopped(report.judge)
 
 
 def _print_verdicts(report) -> None:

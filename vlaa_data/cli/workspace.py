@@ -64,6 +64,23 @@ def status(json_: Json = False, workspace: Workspace_ = None) -> None:
                 f"${entry['cost_usd']:,.4f}",
             )
         out.print(ledger)
+    if report.endpoints:
+        origins = new_table(
+            "where current results came from", "step", "endpoint", "results>", "scripted>"
+        )
+        for step, endpoints in report.endpoints.items():
+            for endpoint, counts in endpoints.items():
+                origins.add_row(
+                    step, Text(endpoint), str(counts["results"]), str(counts["scripted"])
+                )
+        out.print(origins)
+    if report.scripted:
+        per_step = ", ".join(f"{step} {n}" for step, n in report.scripted.items())
+        out.print(
+            f"[bold yellow]warning:[/] {sum(report.scripted.values())} current results "
+            f"({per_step}) came from the scripted stand-in server: placeholders, not a model's; "
+            "run those steps against a real endpoint to redo them"
+        )
     if report.rejects:
         rejects = new_table("not done, by reason", "step", "reason", "samples>")
         for step, reasons in report.rejects.items():

@@ -1,11 +1,12 @@
 """Model checks: each LLM step's preset, the API key variables and each distinct endpoint's
 ``GET /models``, probed concurrently. A key is only ever shown as its variable's name and
 ``set`` or ``missing``, and every detail is scrubbed of the keys read, in case an endpoint
-echoes one back."""
+echoes one back. The LLM steps ask ``endpoint_problem`` the same before their first request."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -17,10 +18,11 @@ from typing import Any
 from vlaa_data.doctor.checks import Check, llm_check, one_line, scrub
 from vlaa_data.errors import SettingsError
 from vlaa_data.llm.presets import Endpoint, load_presets, redact_url, resolve_endpoint
+from vlaa_data.llm.reply import SCRIPTED_FINGERPRINT
 from vlaa_data.settings import Settings, StepSettings
 from vlaa_data.workspace import CONFIG_NAME
 
-__all__ = ["PROBE_TIMEOUT_S", "model_checks"]
+__all__ = ["PROBE_TIMEOUT_S", "endpoint_problem", "model_checks", "serves_scripted"]
 
 PROBE_TIMEOUT_S = 5.0
 # Steps that resolve their endpoint, key included, only when they need a model: a missing key
@@ -65,13 +67,16 @@ def model_checks(
     blocked: set[str] = set()  # steps that would refuse to start for want of their key
     for step in _llm_steps(settings):
         section: StepSettings = getattr(settings, step)
-        flags = {
-            "base_url": base_url or section.base_url,
-            "api_key_env": api_key_env or section.api_key_env,
-            "environ": environ,
-        }
+        resolve = functools.partial(
+            resolve_endpoint,
+            section.model,
+            presets,
+            base_url=base_url or section.base_url,
+            api_key_env=api_key_env or section.api_key_env,
+            environ=environ,
+        )
         try:
-            endpoint = resolve_endpoint(section.model, presets, needs_key=False, **flags)
+            endpoint = resolve(needs_key=False)
         except SettingsError as exc:
             fix = f"set [{step}] model in {CONFIG_NAME} to a preset, or add [presets.NAME]"
             checks.append(llm_check(f"model {step}", "fail", str(exc), fix))
@@ -95,7 +100,7 @@ def model_checks(
         )
         endpoints[step] = endpoint
         try:  # the step's own rule: e.g. a preset moved to another endpoint needs no key
-            resolve_endpoint(section.model, presets, **flags)
+            resolve()
         except SettingsError:
             blocked.add(step)
     checks += _key_checks(endpoints, blocked)
@@ -187,11 +192,55 @@ async def _probe_all(targets: list[_Target], timeout_s: float) -> list[Check]:
         return list(await asyncio.gather(*(_probe(session, t, timeout_s) for t in targets)))
 
 
-async def _probe(session: Any, target: _Target, timeout_s: float) -> Check:
-    """``GET {base_url}/models`` with the key as bearer; does it list the steps' models?"""
+async def endpoint_problem(endpoint: Endpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why requests to ``endpoint`` cannot succeed, in one line naming it (credentials and key
+    redacted): it does not answer ``GET /models``, or refuses the key. None when it answers
+    otherwise: a server without ``/models``, or one that does not list the model, may still
+    take chat requests, which will say so themselves."""
+    if not endpoint.base_url:
+        return None
+    target, answer = await _ask_endpoint(endpoint, timeout_s)
+    target.models[endpoint.preset.model] = [endpoint.preset.name]
+    if not isinstance(answer, Check):
+        if answer[0] not in (401, 403):
+            return None
+        answer = _verdict(target, *answer)
+    check = scrub(answer, [endpoint.api_key] if endpoint.api_key else [])
+    return f"{check.name}: {check.detail}; {check.fix}"
+
+
+async def serves_scripted(endpoint: Endpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether ``endpoint`` is the scripted stand-in server (``vlaa_data.testing.server``): its
+    ``GET /models`` lists models owned by ``SCRIPTED_FINGERPRINT``. False for any other
+    answer, or none."""
+    if not endpoint.base_url:
+        return False
+    _, answer = await _ask_endpoint(endpoint, timeout_s)
+    return not isinstance(answer, Check) and answer[0] == 200 and _scripted_list(answer[1])
+
+
+async def _ask_endpoint(
+    endpoint: Endpoint, timeout_s: float
+) -> tuple[_Target, tuple[int, bytes, float] | Check]:
+    """``GET /models`` of one endpoint, in a session of its own (see ``_ask``)."""
     import aiohttp
 
-    from vlaa_data.llm.http import _error_message
+    assert endpoint.base_url is not None
+    target = _Target(endpoint.base_url.rstrip("/"), endpoint.api_key_env, endpoint.api_key)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        return target, await _ask(session, target, timeout_s)
+
+
+async def _probe(session: Any, target: _Target, timeout_s: float) -> Check:
+    """``GET {base_url}/models`` with the key as bearer; does it list the steps' models?"""
+    answer = await _ask(session, target, timeout_s)
+    return answer if isinstance(answer, Check) else _verdict(target, *answer)
+
+
+async def _ask(session: Any, target: _Target, timeout_s: float) -> tuple[int, bytes, float] | Check:
+    """``GET {base_url}/models``: its status, body and seconds, or the failed check when
+    there was no answer."""
+    import aiohttp
 
     name = f"endpoint {redact_url(target.base_url)}"
     url = f"{target.base_url}/models"
@@ -216,7 +265,16 @@ async def _probe(session: Any, target: _Target, timeout_s: float) -> Check:
             f"unreachable: {one_line(exc)}",
             "check that the server runs, the URL and port are right, and the network allows it",
         )
-    elapsed = f"answers in {time.monotonic() - started:.2f} s"
+    return status, body, time.monotonic() - started
+
+
+def _verdict(target: _Target, status: int, body: bytes, seconds: float) -> Check:
+    """What the answer to ``GET /models`` says of the endpoint."""
+    from vlaa_data.llm.http import _error_message
+
+    name = f"endpoint {redact_url(target.base_url)}"
+    url = f"{target.base_url}/models"
+    elapsed = f"answers in {seconds:.2f} s"
     if status in (401, 403):
         # The message may quote part of the key ("Incorrect API key provided: sk-…abcd").
         refused = f"refuses the key in {target.key_env}" if target.key_env else "wants a key"
@@ -254,7 +312,19 @@ async def _probe(session: Any, target: _Target, timeout_s: float) -> Check:
             f"{elapsed}, but does not list {'; '.join(missing)}; it serves {listing or 'none'}",
             "check the preset's model id, or that the server has loaded that model",
         )
+    if _scripted_list(body):
+        listing += " (the scripted stand-in server: placeholder replies, not a model's)"
     return llm_check(name, "ok", f"{elapsed}; serves {listing}")
+
+
+def _scripted_list(body: bytes) -> bool:
+    try:
+        models = json.loads(body)["data"]
+        return any(
+            isinstance(m, dict) and m.get("owned_by") == SCRIPTED_FINGERPRINT for m in models
+        )
+    except (ValueError, KeyError, TypeError):
+        return False
 
 
 def _model_ids(body: bytes) -> set[str] | None:

@@ -17,9 +17,9 @@ from typing import Any
 from PIL import Image
 
 from vlaa_data.errors import VlaaError
-from vlaa_data.release.formats import SPLITS, hf_splits
+from vlaa_data.release.formats import SPLITS, hf_shards, hf_splits
 
-__all__ = ["EvalRow", "load_split", "split_shards"]
+__all__ = ["EvalRow", "default_split", "load_split", "split_shards"]
 
 _COLUMNS = ("id", "source", "prompt", "image", "solution", "reward_type")
 
@@ -74,10 +74,29 @@ def load_split(
     return [_row(record, image_dir) for record in dataset]
 
 
+def default_split(folder: Path) -> tuple[str, str | None]:
+    """The split ``eval`` scores without ``--split``: the held-out ``test`` part, else ``rl``
+    with a note saying that this is the split GRPO trains on."""
+    if "test" in _present(folder):
+        return "test", None
+    return "rl", (
+        f"{folder} has no test split: evaluating on rl, the split GRPO trains on (a release "
+        "made with `vlaa-data split NAME --test-size N` holds out a test part)"
+    )
+
+
 def split_shards(folder: Path, split: str) -> list[str]:
     """The parquet shards of ``split`` in ``folder``, in export order (their names sort so)."""
     if split not in SPLITS:
         raise VlaaError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    present = _present(folder)
+    if split not in present:
+        raise VlaaError(f"{folder} has no {split} split (it has: {', '.join(present)})")
+    return [str(path) for path in hf_shards(folder, split)]
+
+
+def _present(folder: Path) -> list[str]:
+    """The splits of the hf export ``folder``; a one-line error where it is not one."""
     if not folder.is_dir():
         raise VlaaError(f"no such folder: {folder}")
     present = hf_splits(folder)
@@ -86,9 +105,7 @@ def split_shards(folder: Path, split: str) -> list[str]:
             f"{folder} is not an hf export (no data/*.parquet); "
             "write one with: vlaa-data export NAME --format hf --out DIR"
         )
-    if split not in present:
-        raise VlaaError(f"{folder} has no {split} split (it has: {', '.join(present)})")
-    return [str(path) for path in sorted((folder / "data").glob(f"{split}-*.parquet"))]
+    return present
 
 
 def _row(record: dict[str, Any], image_dir: Path) -> EvalRow:

@@ -80,6 +80,7 @@ class EvalReport:
     by_source: dict[str, GroupStats] = field(default_factory=dict)
     seconds: float = 0.0  # the whole run: loading data and model, generating, scoring
     generation_seconds: float = 0.0
+    note: str | None = None  # e.g. why the split is not the held-out test part
 
     @property
     def samples_per_s(self) -> float | None:
@@ -102,6 +103,7 @@ class EvalReport:
             "seconds": round(self.seconds, 3),
             "generation_seconds": round(self.generation_seconds, 3),
             "samples_per_s": _round(self.samples_per_s, 3),
+            "note": self.note,
         }
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlaa_data.evaluation.data import load_split, split_shards
+from vlaa_data.evaluation.data import default_split, load_split, split_shards
 from vlaa_data.evaluation.generate import (
     GenerationSettings,
     check_backend,
@@ -36,7 +36,7 @@ class EvalOptions:
 
     model: str
     data: Path
-    split: str = "rl"
+    split: str | None = None  # None: test where the export has one, else rl (with a note)
     limit: int | None = None
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     output: Path | None = None
@@ -73,12 +73,13 @@ def run_eval(
         reward_model=options.reward_model,
         beta=options.reward_beta,
     )
-    split_shards(options.data, options.split)
+    split, note = (options.split, None) if options.split else default_split(options.data)
+    split_shards(options.data, split)
     settings = options.generation
     check_backend(settings)
-    output = options.output or default_output(options.model, options.split)
+    output = options.output or default_output(options.model, split)
     with tempfile.TemporaryDirectory(prefix="vlaa-eval-images-") as images:
-        rows = load_split(options.data, options.split, Path(images), options.limit)
+        rows = load_split(options.data, split, Path(images), options.limit)
         backend, model_name = open_backend(options.model, settings)
         generating = time.monotonic()
         generations = generate(rows, backend, model_name, settings, on_progress)
@@ -90,12 +91,13 @@ def run_eval(
     report = EvalReport(
         model=options.model,
         data=str(options.data),
-        split=options.split,
+        split=split,
         limit=options.limit,
         output=str(output),
         generation=settings.to_dict(),
         open_scorer=options.judge or options.reward_model,
         generation_seconds=generation_seconds,
+        note=note,
     )
     summarise(report, rows, generations, scores)
     report.seconds = time.monotonic() - started

@@ -60,7 +60,7 @@ def score_completions(
     Open-ended rows without ``open_scorer`` are unscored (reward None), not wrong.
     """
     own_math = math is None
-    reward = MixedReward(math=math, open_scorer=open_scorer)  # type: ignore[arg-type]
+    reward = MixedReward(math=math, open_scorer=open_scorer)
     known = [
         i
         for i, (row, text) in enumerate(zip(rows, completions, strict=True))

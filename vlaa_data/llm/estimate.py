@@ -22,10 +22,10 @@ def image_tokens(width: int, height: int, max_pixels: int | None = None) -> int:
         scale = math.sqrt(max_pixels / (width * height))
         width, height = max(1, int(width * scale)), max(1, int(height * scale))
     scale = min(1.0, 2048 / max(width, height))
-    width, height = width * scale, height * scale
-    scale = min(1.0, 768 / min(width, height))
-    width, height = width * scale, height * scale
-    tiles = math.ceil(width / 512) * math.ceil(height / 512)
+    w, h = width * scale, height * scale
+    scale = min(1.0, 768 / min(w, h))
+    w, h = w * scale, h * scale
+    tiles = math.ceil(w / 512) * math.ceil(h / 512)
     return 85 + 170 * tiles
 
 

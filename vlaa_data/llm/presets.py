@@ -3,6 +3,10 @@
 Built-in presets ship in ``presets.toml``; a workspace's ``[presets.NAME]`` tables add new ones
 or override fields of built-in ones. ``--model`` also takes a raw model id, which then needs
 ``--base-url``. Keys are read from the environment when a step starts and live only in memory.
+
+Where requests go, first found: ``--base-url`` (or the step's ``base_url`` in vlaa.toml);
+``$OPENAI_BASE_URL`` for a preset on OpenAI's API (``api.openai.com``), as the OpenAI SDK,
+distilabel and llm read it; the preset's ``base_url``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,6 +29,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
+    "OPENAI_BASE_URL_ENV",
     "Endpoint",
     "Preset",
     "builtin_presets",
@@ -34,6 +39,10 @@ __all__ = [
 ]
 
 ReasoningFormat = Literal["field", "inline", "none"]
+
+OPENAI_HOST = "api.openai.com"
+# The variable the OpenAI SDK reads for another endpoint than OpenAI's (a proxy, a gateway).
+OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
 
 
 class Preset(BaseModel):
@@ -72,6 +81,14 @@ class Endpoint:
         return redact_url(self.base_url)
 
 
+@overload
+def redact_url(url: str) -> str: ...
+
+
+@overload
+def redact_url(url: None) -> None: ...
+
+
 def redact_url(url: str | None) -> str | None:
     """``url`` without the password or token of its user-info part."""
     if not url:
@@ -83,6 +100,10 @@ def redact_url(url: str | None) -> str | None:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def _on_openai(url: str | None) -> bool:
+    return bool(url) and urlsplit(url).hostname == OPENAI_HOST
 
 
 def builtin_presets() -> dict[str, dict[str, Any]]:
@@ -118,8 +139,9 @@ def resolve_endpoint(
     """Turn ``--model/--base-url/--api-key-env`` into an endpoint; fail at once without a key,
     unless ``base_url`` moves the preset to another endpoint (and no ``api_key_env`` is named).
 
-    A name that is not a preset is a raw model id and needs ``base_url``. ``needs_key=False``
-    (in-process backends, dry runs) skips the key check.
+    Without ``base_url``, a preset on OpenAI's API goes to ``$OPENAI_BASE_URL`` when it is set,
+    which moves it as ``base_url`` would. A name that is not a preset is a raw model id and
+    needs ``base_url``. ``needs_key=False`` (in-process backends, dry runs) skips the key check.
     """
     environ = os.environ if environ is None else environ
     preset = presets.get(model)
@@ -132,11 +154,14 @@ def resolve_endpoint(
             )
         # A raw id: whether it takes images is for the endpoint to say.
         preset = Preset(name=model, model=model, vision=True)
+    if not base_url and _on_openai(preset.base_url):
+        base_url = environ.get(OPENAI_BASE_URL_ENV) or None
     key_env = preset.api_key_env if api_key_env is None else api_key_env
     # At another endpoint than the preset's (a self-hosted server, which usually wants none),
     # the preset's key is sent when set, as the OpenAI SDK sends OPENAI_API_KEY to any
     # OPENAI_BASE_URL, and its absence is for that server to judge.
-    elsewhere = bool(base_url) and base_url != preset.base_url and api_key_env is None
+    moved = bool(base_url and base_url.rstrip("/") != (preset.base_url or "").rstrip("/"))
+    elsewhere = moved and api_key_env is None
     key = None
     if key_env:
         key = environ.get(key_env) or None

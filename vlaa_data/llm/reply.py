@@ -5,7 +5,8 @@ Reason codes are short and stable (they are counted in reports and stored in ``r
     rate_limited        429 after every retry
     server_error        5xx after every retry
     timeout             no reply within the per-request timeout, after every retry
-    connection_error    the connection failed or dropped, after every retry
+    connection_error    the connection failed or dropped, after every retry; raised as
+                        ``EndpointUnreachable`` when no connection could be made at all
     bad_request         4xx other than 401/403/429 (the request itself is wrong; not retried)
     auth_error          401/403 (not retried)
     unparseable_response  HTTP 200 whose body is not a chat completion
@@ -20,7 +21,18 @@ from typing import Any
 
 from vlaa_data.answers import split_reasoning
 
-__all__ = ["CallFailed", "ChatReply", "parse_completion"]
+__all__ = [
+    "SCRIPTED_FINGERPRINT",
+    "CallFailed",
+    "ChatReply",
+    "EndpointUnreachable",
+    "parse_completion",
+]
+
+# What the scripted stand-in server (vlaa_data.testing.server) says in every reply's
+# ``system_fingerprint`` and as ``owned_by`` of every model it lists: its replies are
+# placeholders, never a model's.
+SCRIPTED_FINGERPRINT = "vlaa-data-scripted"
 
 
 class CallFailed(Exception):
@@ -35,6 +47,16 @@ class CallFailed(Exception):
         self.raw = raw
 
 
+class EndpointUnreachable(CallFailed):
+    """No connection to the endpoint could be made (refused, no such host, no route) for
+    several attempts in a row, none answered in between: every request would fail the same
+    way, so a run stops rather than failing each sample. ``detail`` names the endpoint, its
+    credentials redacted."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("connection_error", detail)
+
+
 @dataclass
 class ChatReply:
     content: str
@@ -45,6 +67,11 @@ class ChatReply:
     raw: dict[str, Any] = field(default_factory=dict)  # the response body, for the ledger
     latency_s: float = 0.0
     raw_json: str | None = None  # the body's text as received, when it came as text
+
+    @property
+    def scripted(self) -> bool:
+        """Whether the scripted stand-in server sent this reply (see ``SCRIPTED_FINGERPRINT``)."""
+        return self.raw.get("system_fingerprint") == SCRIPTED_FINGERPRINT
 
     def final_text(self) -> str:
         """The content without the reasoning a model wrote inline (``…</think>``), stripped:

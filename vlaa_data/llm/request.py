@@ -51,7 +51,7 @@ class ChatRequest:
     sample_id: str = ""
 
     def images(self) -> list[ImagePart]:
-        found = []
+        found: list[ImagePart] = []
         for message in self.messages:
             content = message.get("content")
             if isinstance(content, list):

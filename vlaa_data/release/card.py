@@ -11,7 +11,7 @@ import json
 import os
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -47,7 +47,8 @@ _SIZES = [
     (1_000_000_000, "100M<n<1B"),
 ]
 _SECRET_MARKERS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
-_PLOT = {"figsize": (6.4, 3.6), "dpi": 100}
+_PLOT_SIZE = (6.4, 3.6)  # inches
+_PLOT_DPI = 100
 
 
 @dataclass
@@ -55,13 +56,15 @@ class CardFacts:
     """What the card states about release ``name``, gathered from the store."""
 
     name: str
-    rows: dict[str, list[ReleaseRow]]  # split -> rows
-    per_source: dict[str, dict[str, int]]  # source -> column (collected ... sft, rl) -> n
+    rows: Mapping[str, Sequence[ReleaseRow]]  # split (sft, rl, test) -> rows
+    per_source: dict[str, dict[str, int]]  # source -> column (collected ... sft, rl, test) -> n
     verify_methods: dict[str, int]
     aha_rows: int
     params: dict[str, Any]
     models: list[tuple[str, str, str | None, int]]  # step, model, prompt hash, results
-    license: str | None = None
+    license: str | None = None  # a Hub license id; None: "other", each source's own terms
+    license_name: str | None = None  # with license "other": the license's short name
+    license_link: str | None = None  # with license "other": where its text is (a URL or file)
     total: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,7 +92,7 @@ def card_facts(ws: Workspace, name: str) -> CardFacts:
             counts[split] = sum(row.source == source for row in split_rows)
         per_source[source] = counts
     methods = Counter(row.verify_method or "none" for row in every)
-    release_settings = getattr(ws.settings, "release", None)  # a [release] section, if any
+    release_settings = ws.settings.release
     return CardFacts(
         name=name,
         rows=rows,
@@ -98,7 +101,9 @@ def card_facts(ws: Workspace, name: str) -> CardFacts:
         aha_rows=sum(1 for row in every if (row.aha_count or 0) > 0),
         params=params,
         models=_models_used(ws, name),
-        license=getattr(release_settings, "license", None),
+        license=release_settings.license,
+        license_name=release_settings.license_name,
+        license_link=release_settings.license_link,
     )
 
 
@@ -108,7 +113,7 @@ def _models_used(ws: Workspace, name: str) -> list[tuple[str, str, str | None, i
     return ws.store.query(
         "SELECT step, model, prompt_hash, count(*) FROM results WHERE model IS NOT NULL "
         "AND sample_id IN (SELECT sample_id FROM release_samples WHERE release = ? "
-        "AND split IN ('sft', 'rl')) GROUP BY ALL ORDER BY ALL",
+        "AND split <> 'excluded') GROUP BY ALL ORDER BY ALL",
         [name],
     ).rows
 
@@ -153,11 +158,12 @@ def render_card(
         version=__version__,
         n_sft=len(facts.rows["sft"]),
         n_rl=len(facts.rows["rl"]),
+        n_test=len(facts.rows["test"]),
         n_total=facts.total,
         how_to_load=_how_to_load(fmt, repo_id or "USER/DATASET", splits, out),
         columns=_columns(out),
         source_table=_table(
-            ["source", *STEP_COLUMNS, "SFT", "RL"],
+            ["source", *STEP_COLUMNS, "SFT", "RL", "test"],
             [[src, *counts.values()] for src, counts in facts.per_source.items()],
         ),
         verdict_table=_table(["method", "samples"], list(facts.verify_methods.items())),
@@ -167,15 +173,20 @@ def render_card(
         models_table=_table(["step", "model", "prompt hash", "results"], facts.models)
         if facts.models
         else "No model calls are recorded for these samples (imported or rule-based results).",
-        license_note=_license_note(facts.license),
+        license_note=_license_note(facts),
     )
     _refuse_secrets(text)
     return text
 
 
 def _metadata(facts: CardFacts, configs: dict[str, Any] | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "license": facts.license or "other",
+    meta: dict[str, Any] = {"license": facts.license or "other"}
+    # The Hub's convention for a license it has no id for: license "other", named and linked.
+    if facts.license == "other" and facts.license_name:
+        meta["license_name"] = facts.license_name
+    if facts.license == "other" and facts.license_link:
+        meta["license_link"] = facts.license_link
+    meta |= {
         "task_categories": TASKS,
         "language": ["en"],
         "tags": TAGS,
@@ -192,9 +203,13 @@ def size_category(n: int) -> str:
     return next((label for limit, label in _SIZES if n < limit), "1B<n<10B")
 
 
-def _license_note(license_id: str | None) -> str:
-    if license_id:
-        return f"Released under `{license_id}`; images and questions keep their sources' terms."
+def _license_note(facts: CardFacts) -> str:
+    if facts.license == "other" and (facts.license_name or facts.license_link):
+        named = f"`{facts.license_name}`" if facts.license_name else "a license of its own"
+        link = f" ({facts.license_link})" if facts.license_link else ""
+        return f"Released under {named}{link}; images and questions keep their sources' terms."
+    if facts.license:
+        return f"Released under `{facts.license}`; images and questions keep their sources' terms."
     return (
         "`other`: no license is set in the workspace settings. Each sample keeps the license "
         "of its source dataset (see the `source` column); reasoning traces were generated by "
@@ -327,22 +342,26 @@ def _write_plots(facts: CardFacts, assets: Path) -> None:
     assets.mkdir(parents=True, exist_ok=True)
     # Default style whatever the user's matplotlibrc says; no Software stamp: same bytes each time.
     with context("default"):
-        fig = Figure(**_PLOT)
+        fig = Figure(figsize=_PLOT_SIZE, dpi=_PLOT_DPI)
         ax = fig.add_subplot()
-        lengths = {s: [len(r.reasoning.split()) for r in rows] for s, rows in facts.rows.items()}
+        # SFT and RL always; the test part only where the release holds one
+        plotted = [split for split, rows in facts.rows.items() if rows or split in ("sft", "rl")]
+        lengths = {s: [len(r.reasoning.split()) for r in facts.rows[s]] for s in plotted}
         top = max((n for values in lengths.values() for n in values), default=1)
         for split, values in lengths.items():
             ax.hist(values, bins=20, range=(0, max(top, 1)), alpha=0.6, label=split.upper())
         ax.set(xlabel="reasoning length (words)", ylabel="samples", title="Reasoning length")
         _save(FigureCanvasAgg(fig), ax, MaxNLocator, assets / "reasoning_length.png")
 
-        fig = Figure(**_PLOT)
+        fig = Figure(figsize=_PLOT_SIZE, dpi=_PLOT_DPI)
         ax = fig.add_subplot()
         sources = list(facts.per_source)
-        for offset, split in ((-0.2, "sft"), (0.2, "rl")):
+        width = 0.8 / len(plotted)
+        for index, split in enumerate(plotted):
+            offset = (index - (len(plotted) - 1) / 2) * width
             counts = [facts.per_source[s][split] for s in sources]
             ax.bar(
-                [p + offset for p in range(len(sources))], counts, width=0.4, label=split.upper()
+                [p + offset for p in range(len(sources))], counts, width=width, label=split.upper()
             )
         ax.set_xticks(list(range(len(sources))), sources, rotation=30, ha="right")
         ax.set(ylabel="samples", title="Samples per source")
@@ -353,4 +372,4 @@ def _save(canvas: Any, ax: Any, locator: type, path: Path) -> None:
     ax.yaxis.set_major_locator(locator(integer=True))
     ax.legend()
     canvas.figure.tight_layout()
-    canvas.figure.savefig(path, format="png", dpi=_PLOT["dpi"], metadata={"Software": None})
+    canvas.figure.savefig(path, format="png", dpi=_PLOT_DPI, metadata={"Software": None})

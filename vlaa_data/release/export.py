@@ -1,5 +1,8 @@
 """``export``: write a release to a folder as ``hf`` (parquet), ``vlaa-json`` or ``sharegpt``.
 
+An ``hf`` export gets its dataset card (``release.card``): ``vlaa-data export``, ``run`` and
+``push`` all write it here, so they write the same card.
+
 The files go to a hidden folder next to ``out`` that is renamed into place at the end, so a
 crash never leaves half an export under ``out``. An existing ``out`` is replaced only when it
 is empty or holds an earlier export (its ``.vlaa-export.json`` marker says so); any other
@@ -76,11 +79,13 @@ def export_release(
     run_id: str | None = None,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     command: str | None = None,
+    repo_id: str | None = None,
 ) -> ExportReport:
     """Write release ``name`` to ``out`` in format ``fmt`` (one of ``FORMATS``).
 
-    ``shard_rows`` is the most rows per parquet file (``hf``). Without ``run_id`` the export
-    is recorded as a run of its own, named ``command``.
+    ``shard_rows`` is the most rows per parquet file (``hf``); ``repo_id`` names the Hub repo
+    in the card's loading example (``hf``). Without ``run_id`` the export is recorded as a run
+    of its own, named ``command``.
     """
     out = Path(out).expanduser().resolve()
     _check(ws, name, fmt, out, shard_rows)
@@ -101,6 +106,8 @@ def export_release(
         staging = _sibling(out, "partial")
         try:
             WRITERS[fmt](staging, name, splits, ws.root, shard_rows)
+            if fmt == "hf":
+                _write_hf_card(ws, name, staging, repo_id)
             marker = {"release": name, "format": fmt, "rows": report.rows}
             (staging / MARKER).write_text(json.dumps(marker, sort_keys=True) + "\n")
             _inventory(staging, report)
@@ -120,6 +127,13 @@ def export_release(
     if own_run:
         ws.store.finish_run(run_id, "finished", report.to_dict())
     return report
+
+
+def _write_hf_card(ws: Workspace, name: str, folder: Path, repo_id: str | None) -> None:
+    from vlaa_data.release.card import write_card
+    from vlaa_data.release.formats import hf_configs_yaml
+
+    write_card(ws, name, folder, fmt="hf", configs=hf_configs_yaml(folder), repo_id=repo_id)
 
 
 def _check(ws: Workspace, name: str, fmt: str, out: Path, shard_rows: int) -> None:

@@ -1,8 +1,9 @@
 """The three on-disk layouts of an exported release; each writer fills an empty folder.
 
-    hf         data/{split}-{i:05d}-of-{n:05d}.parquet (images embedded) + README.md (configs)
-    vlaa-json  VLAA-Thinking-SFT.json, VLAA-Thinking-GRPO.json + images/
-    sharegpt   {name}_sft.json, {name}_rl.json, dataset_info.json + images/
+    hf         data/{split}-{i:05d}-of-{n:05d}-{digest}.parquet (images embedded); the dataset
+               card (README.md, whose ``configs`` list those files) is ``export``'s
+    vlaa-json  VLAA-Thinking-SFT.json, VLAA-Thinking-GRPO.json (+ VLAA-Thinking-Test.json) + images/
+    sharegpt   {name}_{split}.json for each split with rows, dataset_info.json + images/
 
 Every file is a function of the release alone (rows in ``position`` order, sorted JSON keys,
 no timestamps), so exporting the same release twice gives the same bytes.
@@ -10,6 +11,7 @@ no timestamps), so exporting the same release twice gives the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -18,24 +20,29 @@ from typing import Any
 
 from vlaa_data.chat_format import SYSTEM_PROMPT, assistant_text
 from vlaa_data.errors import VlaaError
-from vlaa_data.store.releases import ReleaseRow
+from vlaa_data.store.releases import SPLITS, ReleaseRow
 
 __all__ = [
     "SPLITS",
     "VLAA_JSON_FILES",
     "WRITERS",
     "hf_configs_yaml",
-    "hf_readme_header",
+    "hf_shards",
     "hf_splits",
     "write_hf",
     "write_sharegpt",
     "write_vlaa_json",
 ]
 
-SPLITS = ("sft", "rl")
 # The published files are VLAA-Thinking-SFT-126K.json and VLAA-Thinking-GRPO-25K.json; the
-# counts are left out so that a release's file names do not change with its size.
-VLAA_JSON_FILES = {"sft": "VLAA-Thinking-SFT.json", "rl": "VLAA-Thinking-GRPO.json"}
+# counts are left out so that a release's file names do not change with its size. The test
+# part is ours: its file is written only when it has rows.
+VLAA_JSON_FILES = {
+    "sft": "VLAA-Thinking-SFT.json",
+    "rl": "VLAA-Thinking-GRPO.json",
+    "test": "VLAA-Thinking-Test.json",
+}
+_PUBLISHED = ("sft", "rl")
 # What ``datasets`` itself uses for image data: small row groups keep streaming reads cheap.
 _ROW_GROUP_SIZE = 100
 
@@ -43,32 +50,40 @@ Splits = Mapping[str, Sequence[ReleaseRow]]
 Writer = Callable[[Path, str, Splits, Path, int], None]
 
 
-def hf_configs_yaml(splits: Sequence[str] = SPLITS) -> dict[str, Any]:
-    """The dataset card's YAML ``configs``: one config with a data-files pattern per split.
+def hf_configs_yaml(out: Path) -> dict[str, Any]:
+    """The dataset card's YAML ``configs`` for the ``hf`` export in ``out``: one config whose
+    ``data_files`` name each split's shards.
 
-    ``datasets`` cannot load a split without rows, so an export lists only the splits it
-    wrote shards for (``hf_splits(out)`` reads them back from a written export).
+    Files, not a ``data/{split}-*`` pattern: ``load_dataset(out)`` keys its cache on the
+    folder's name and the configs, and the shards' names carry their content's digest, so a
+    new export in the same folder is read afresh. ``datasets`` cannot load a split without
+    rows, so a split without shards is left out.
     """
-    data_files = [{"split": split, "path": f"data/{split}-*"} for split in splits]
+    data_files = [
+        {"split": split, "path": [f"data/{shard.name}" for shard in hf_shards(out, split)]}
+        for split in hf_splits(out)
+    ]
     return {"configs": [{"config_name": "default", "data_files": data_files}]}
+
+
+def hf_shards(out: Path, split: str) -> list[Path]:
+    """The parquet shards of ``split`` in the ``hf`` export ``out``, in export order."""
+    return sorted((Path(out) / "data").glob(f"{split}-*.parquet"))
 
 
 def hf_splits(out: Path) -> list[str]:
     """The splits an ``hf`` export in ``out`` holds shards for, in ``SPLITS`` order."""
-    return [split for split in SPLITS if any((out / "data").glob(f"{split}-*.parquet"))]
-
-
-def hf_readme_header(splits: Sequence[str] = SPLITS) -> str:
-    """``hf_configs_yaml`` as the ``---``-fenced YAML header of a README.md."""
-    import yaml
-
-    return "---\n" + yaml.safe_dump(hf_configs_yaml(splits), sort_keys=False) + "---\n"
+    return [split for split in SPLITS if hf_shards(out, split)]
 
 
 def write_hf(out: Path, name: str, splits: Splits, root: Path, shard_rows: int) -> None:
     """Parquet shards of at most ``shard_rows`` rows, images embedded, in columns TRL reads as
-    they are (see ``_hf_record``), and a README.md holding only the ``configs`` YAML. A split
-    without rows gets no shard and no entry in ``configs``."""
+    they are (see ``_hf_record``). A split without rows gets no shard.
+
+    Each shard's name ends in the first 16 hex digits of its sha256: a re-export that changes
+    a shard changes its name, so neither ``datasets``' cache nor a Hub repo holding the earlier
+    shards can mix them with the new ones.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -79,9 +94,10 @@ def write_hf(out: Path, name: str, splits: Splits, root: Path, shard_rows: int) 
         for index in range(shards):
             chunk = rows[index * shard_rows : (index + 1) * shard_rows]
             table = pa.Table.from_pylist([_hf_record(row, root) for row in chunk], schema=schema)
-            path = out / "data" / f"{split}-{index:05d}-of-{shards:05d}.parquet"
-            pq.write_table(table, path, row_group_size=_ROW_GROUP_SIZE)
-    (out / "README.md").write_text(hf_readme_header(hf_splits(out)), encoding="utf-8")
+            written = out / "data" / f".{split}-{index:05d}.parquet"
+            pq.write_table(table, written, row_group_size=_ROW_GROUP_SIZE)
+            stem = f"{split}-{index:05d}-of-{shards:05d}-{_sha256(written)[:16]}"
+            written.rename(out / "data" / f"{stem}.parquet")
 
 
 def write_vlaa_json(out: Path, name: str, splits: Splits, root: Path, shard_rows: int) -> None:
@@ -89,6 +105,8 @@ def write_vlaa_json(out: Path, name: str, splits: Splits, root: Path, shard_rows
     root when re-imported with ``collect vlaa-thinking FILE --images OUT``)."""
     images = _copy_images(out, splits, root)
     for split, rows in splits.items():
+        if not rows and split not in _PUBLISHED:
+            continue
         records = [
             {
                 "id": row.sample_id,
@@ -113,10 +131,14 @@ def write_vlaa_json(out: Path, name: str, splits: Splits, root: Path, shard_rows
 
 
 def write_sharegpt(out: Path, name: str, splits: Splits, root: Path, shard_rows: int) -> None:
-    """LLaMA-Factory's sharegpt layout: ``messages`` with ``<image>`` in the user turn."""
+    """LLaMA-Factory's sharegpt layout: ``messages`` with ``<image>`` in the user turn. A split
+    without rows gets no file and no ``dataset_info.json`` entry (LLaMA-Factory cannot train on
+    an empty dataset)."""
     images = _copy_images(out, splits, root)
     info = {}
     for split, rows in splits.items():
+        if not rows:
+            continue
         file_name = f"{name}_{split}.json"
         records = [
             {
@@ -153,8 +175,8 @@ WRITERS: dict[str, Writer] = {
 
 
 def _hf_features() -> Any:
-    """One schema for both splits: ``datasets`` gives all splits of a config the same features,
-    and ``load_dataset(out)`` must see ``sft`` and ``rl`` in one config."""
+    """One schema for every split: ``datasets`` gives all splits of a config the same features,
+    and ``load_dataset(out)`` must see ``sft``, ``rl`` and ``test`` in one config."""
     from datasets import Features, Image, Value
 
     text = Value("string")
@@ -219,6 +241,14 @@ def _image_file(row: ReleaseRow, root: Path) -> Path:
     if not path.is_file():
         raise VlaaError(f"image {row.image_path} of sample {row.sample_id} is missing from {root}")
     return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -1,5 +1,10 @@
 """Publishing an exported release to the Hugging Face Hub: one commit, one tag, one event.
 
+The commit makes the repo hold the export and nothing older of ours: files under ``data/`` and
+``assets/`` that the repo holds and the export does not (an earlier version's shards) are
+deleted in the same commit, so a version's tag never holds two versions' rows. Files in other
+folders (a LICENSE added by hand, say) are left alone.
+
 A push is safe to re-run: the repo is created with ``exist_ok``, files the Hub already holds
 unchanged are not committed again (huggingface_hub skips an empty commit and answers the head),
 and a version tag that already points at that commit is left as it is. A tag pointing anywhere
@@ -22,7 +27,10 @@ from vlaa_data.workspace import Workspace
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
 
-__all__ = ["PushFile", "PushReport", "push_release"]
+__all__ = ["REPLACED_FOLDERS", "PushFile", "PushReport", "push_release"]
+
+# What an export writes besides README.md: a push replaces these folders' contents.
+REPLACED_FOLDERS = ("data/", "assets/")
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class PushReport:
     tag: str
     message: str
     files: list[PushFile] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # earlier files of ours the commit removes
     dry_run: bool = False
     commit: str | None = None
     commit_url: str | None = None
@@ -70,7 +79,7 @@ def push_release(
     uploaded and touches neither the network nor the store.
     """
     if ws.store.release_params(name) is None:
-        raise VlaaError(f"no release {name!r}; run `vlaa-data split --name {name}` first")
+        raise VlaaError(f"no release {name!r}; run `vlaa-data split {name}` first")
     tag = version or name
     report = PushReport(
         release=name,
@@ -103,7 +112,8 @@ def push_release(
         tag=tag,
         run_id=report.run_id,
         detail={"files": len(report.files), "bytes": report.total_bytes,
-                "new_commit": report.new_commit, "commit_url": report.commit_url},
+                "deleted": len(report.deleted), "new_commit": report.new_commit,
+                "commit_url": report.commit_url},
     )  # fmt: skip
     ws.store.finish_run(report.run_id, "finished", report.to_dict())
     return report
@@ -140,7 +150,7 @@ def _api(api: HfApi | None, token: str | None) -> HfApi:
 def _upload(
     api: HfApi, report: PushReport, folder: Path, *, private: bool, token: str | None
 ) -> None:
-    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
     from huggingface_hub.errors import HfHubHTTPError
 
     repo_id, tag = report.repo_id, report.tag
@@ -151,9 +161,20 @@ def _upload(
     head, tagged = _refs(api, repo_id, tag, token)
     if tagged is not None and tagged != head:
         raise VlaaError(_tag_taken(repo_id, tag, tagged))
-    operations = [CommitOperationAdd(f.path, str(folder / f.path)) for f in report.files]
+    report.deleted = _stale_files(api, report, head, token)
+    operations: list[CommitOperationAdd | CommitOperationDelete] = [
+        CommitOperationAdd(f.path, str(folder / f.path)) for f in report.files
+    ]
+    operations += [CommitOperationDelete(path) for path in report.deleted]
+    # parent_commit: the deletions were worked out against ``head``; a push that raced this
+    # one is refused by the Hub rather than losing its files or keeping stale ones.
     info = api.create_commit(
-        repo_id, operations, commit_message=report.message, repo_type="dataset", token=token
+        repo_id,
+        operations,
+        commit_message=report.message,
+        repo_type="dataset",
+        token=token,
+        parent_commit=head,
     )
     report.commit, report.commit_url, report.new_commit = (
         info.oid,
@@ -172,6 +193,15 @@ def _upload(
         _, tagged = _refs(api, repo_id, tag, token)
         if tagged != info.oid:
             raise VlaaError(_tag_taken(repo_id, tag, tagged or "?")) from exc
+
+
+def _stale_files(api: HfApi, report: PushReport, head: str | None, token: str | None) -> list[str]:
+    """Files under ``REPLACED_FOLDERS`` that the repo holds at ``head`` and the export lacks."""
+    if head is None:
+        return []
+    held = api.list_repo_files(report.repo_id, repo_type="dataset", revision=head, token=token)
+    uploading = {f.path for f in report.files}
+    return sorted(p for p in held if p.startswith(REPLACED_FOLDERS) and p not in uploading)
 
 
 def _refs(api: HfApi, repo_id: str, tag: str, token: str | None) -> tuple[str | None, str | None]:

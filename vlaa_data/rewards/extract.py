@@ -193,6 +193,7 @@ def read_final(region: str | None) -> Final | None:
     region = region.translate(_FULL_WIDTH)
     candidates = [c for c in (_boxed_group(region), _last_phrase(region)) if c is not None]
     last = max(candidates, key=lambda c: c[0]) if candidates else None
+    found: Final | None
     if last is not None:
         found = (_correction_after(region, last[1]) or last)[2]
     else:
@@ -418,7 +419,8 @@ def _correction_after(region: str, end: int) -> tuple[int, int, Final] | None:
 def _is_hedge(text: str) -> bool:
     match = _HEDGE.match(_clean(text))
     return (
-        bool(match) and match.group("x").strip("()").lower() != match.group("y").strip("()").lower()
+        match is not None
+        and match.group("x").strip("()").lower() != match.group("y").strip("()").lower()
     )
 
 

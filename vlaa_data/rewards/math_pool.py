@@ -247,7 +247,7 @@ class MathVerifier:
             for conn in wait([w.conn for w in busy + waiting], max(timeout, 0.0)):
                 worker = next(w for w in self._workers if w.conn is conn)
                 try:
-                    message = conn.recv()
+                    message = worker.conn.recv()
                 except EOFError:  # the worker died: its job is undecided
                     if not worker.ready:
                         raise RuntimeError("a Math-Verify worker died while starting") from None

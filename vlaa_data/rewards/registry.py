@@ -181,7 +181,7 @@ def grade_many(
             elif hasattr(open_scorer, "score_many"):
                 open_rows.append((i, final))
             else:
-                value = open_scorer(final.text, case.gold, image_size=case.image_size)  # type: ignore[operator]
+                value = open_scorer(final.text, case.gold, image_size=case.image_size)
                 graded[i] = Graded(value, final.text, None if value is not None else "no_grade")
         elif case.reward_type in SCORERS:
             graded[i] = _by_rule(case, final)

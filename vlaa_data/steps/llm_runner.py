@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vlaa_data import __version__
@@ -25,7 +26,7 @@ from vlaa_data.llm.backend import Backend
 from vlaa_data.llm.backends import BackendSpec, make_backend
 from vlaa_data.llm.estimate import estimate_input_tokens
 from vlaa_data.llm.presets import Endpoint, Preset, load_presets, resolve_endpoint
-from vlaa_data.llm.reply import CallFailed, ChatReply, parse_completion
+from vlaa_data.llm.reply import CallFailed, ChatReply, EndpointUnreachable, parse_completion
 from vlaa_data.llm.request import ChatRequest
 from vlaa_data.llm.templates import load_template
 from vlaa_data.settings import StepSettings
@@ -47,10 +48,10 @@ from vlaa_data.steps.llm_step import (
 from vlaa_data.steps.llm_writer import ResultWriter
 from vlaa_data.steps.rewrite import RewriteStep
 from vlaa_data.store.journal import Journal
-from vlaa_data.store.llm import ReadySample
+from vlaa_data.store.llm import CachedCall, ReadySample
 from vlaa_data.workspace import Workspace
 
-__all__ = ["LLM_STEPS", "preflight", "run_llm_step"]
+__all__ = ["LLM_STEPS", "leaves_scripted", "preflight", "run_llm_step"]
 
 # verify and aha judge the samples their callers pass (run_verify, run_aha_model).
 LLM_STEPS = ("caption", "distill", "rewrite", "verify", "aha")
@@ -61,6 +62,9 @@ _ESTIMATE_CHUNK = 2000  # a dry run plans in larger chunks: nothing waits on it
 _PROGRESS_EVERY_S = 0.2
 # Uncommitted replies allowed before requests wait for the database (at least the concurrency).
 _MIN_BACKLOG = 64
+# The longest the endpoint has to answer GET /models before the first request: the step's
+# timeout, within these bounds.
+_PROBE_TIMEOUT_S = (5.0, 30.0)
 
 
 def _build_step(name: str, ws: Workspace, options: LlmOptions, prompt: str | None) -> LlmStep:
@@ -94,10 +98,17 @@ class _Plan:
     concurrency: int
     flush_s: float
     budget_usd: float | None
+    # False when the run leaves the scripted stand-in's replies behind (see _leaves_scripted).
+    keep_scripted: bool = True
 
     @property
     def preset(self) -> Preset:
         return self.endpoint.preset
+
+    @property
+    def probe_timeout_s(self) -> float:
+        low, high = _PROBE_TIMEOUT_S
+        return min(max(self.backend.timeout_s, low), high)
 
 
 def _resolve(ws: Workspace, name: str, options: LlmOptions) -> _Plan:
@@ -148,7 +159,8 @@ def _resolve(ws: Workspace, name: str, options: LlmOptions) -> _Plan:
         max_pixels=max_pixels,
         concurrency=options.concurrency or llm.concurrency,
         flush_s=llm.flush_s,
-        budget_usd=options.budget_usd or step_settings.budget_usd,
+        # 0 is a budget too: nothing may be sent.
+        budget_usd=step_settings.budget_usd if options.budget_usd is None else options.budget_usd,
     )
 
 
@@ -173,19 +185,28 @@ def run_llm_step(
     ``samples`` replaces the selection of ready samples (verify passes those its rules left
     undecided, aha those with keyword hits); ``run_id`` records the results under a run the
     caller started and finishes.
-    ``options.dry_run`` only plans and prices (the workspace may be open read-only). Raises
-    ``KeyboardInterrupt`` after recording what finished when interrupted (SIGINT/SIGTERM).
+    ``options.dry_run`` only plans and prices (the workspace may be open read-only). Before
+    the first request the endpoint must answer ``GET /models``; when it cannot be reached
+    then, or later stops taking connections, the run stops with ``report.stopped ==
+    "unreachable"`` and leaves the unsent samples pending (``report.stop_line()`` says so).
+    Raises ``KeyboardInterrupt`` after recording what finished when interrupted (SIGINT/SIGTERM).
     """
     plan = _resolve(ws, name, options)
+    plan.keep_scripted = not _leaves_scripted(ws, plan, probe=not options.dry_run)
+    parent_step, waiting = None, 0
     if samples is None:
+        parent_step = plan.step.parent_step
         samples = ws.store.ready_samples(
             name,
-            parent_step=plan.step.parent_step,
+            parent_step=parent_step,
             sources=options.sources,
             redo=options.redo,
             retry_truncated=options.retry_truncated,
             limit=options.limit,
+            redo_scripted=not plan.keep_scripted,
         )
+        if parent_step is not None:
+            waiting = ws.store.waiting_for_parent(name, parent_step, sources=options.sources)
     report = LlmReport(
         step=name,
         model=plan.preset.name,
@@ -194,6 +215,8 @@ def run_llm_step(
         selected=len(samples),
         budget_usd=plan.budget_usd,
         recovered=ws.recovered_replies,
+        parent_step=parent_step,
+        waiting=waiting,
     )
     report.progress.total = len(samples)
     started = time.monotonic()
@@ -223,6 +246,31 @@ def run_llm_step(
         if own_run:
             ws.store.finish_run(report.run_id, status, report.to_dict())
     return report
+
+
+def leaves_scripted(ws: Workspace, name: str, options: LlmOptions) -> bool:
+    """Whether a run of step ``name`` with ``options`` redoes the results that came from the
+    scripted stand-in server (see ``_leaves_scripted``), for callers that select the samples
+    themselves (verify)."""
+    if not ws.store.has_scripted_replies(name):
+        return False
+    plan = _resolve(ws, name, replace(options, dry_run=True))  # its key is not needed here
+    return _leaves_scripted(ws, plan, probe=not options.dry_run)
+
+
+def _leaves_scripted(ws: Workspace, plan: _Plan, *, probe: bool) -> bool:
+    """Whether this run leaves the scripted stand-in's replies behind: the ledger holds some
+    for the step and the endpoint is not that server (``GET /models`` says; a dry run asks
+    nothing and takes it for a real one). The samples whose result came from the stand-in
+    are then redone, and its replies never taken from the cache: placeholders are not kept
+    once a real model is asked. A stand-in after a stand-in resumes as usual."""
+    if not ws.store.has_scripted_replies(plan.step.name):
+        return False
+    if not probe or plan.backend.kind != "openai" or not plan.endpoint.base_url:
+        return True
+    from vlaa_data.doctor.endpoints import serves_scripted
+
+    return not asyncio.run(serves_scripted(plan.endpoint, timeout_s=plan.probe_timeout_s))
 
 
 def _run_settings(plan: _Plan, options: LlmOptions) -> dict[str, Any]:
@@ -267,7 +315,10 @@ def _estimate(
         planned = [plan.step.plan(s, preset, plan.params, plan.max_pixels) for s in chunk]
         requests = [p for p in planned if isinstance(p, ChatRequest)]
         estimate.skipped += len(planned) - len(requests)
-        cached = {} if options.no_cache else ws.store.cached_calls(r.key() for r in requests)
+        cached = {}
+        if not options.no_cache:
+            keys = (r.key() for r in requests)
+            cached = ws.store.cached_calls(keys, scripted=plan.keep_scripted)
         for request in requests:
             if request.key() in cached:
                 estimate.cached += 1
@@ -312,6 +363,8 @@ class _Run:
         self._expected_out = float(plan.preset.typical_output_tokens)
         self._out_seen = 0
         self._reply_arrived = asyncio.Event()
+        self._probed = False
+        self._sending: set[asyncio.Task[None]] = set()  # tasks awaiting the backend
 
     async def drive(self, samples: Sequence[ReadySample]) -> None:
         main = asyncio.current_task()
@@ -364,10 +417,22 @@ class _Run:
             while (item := await queue.get()) is not None:
                 sample, request, key = item
                 cost = self._estimate_cost(request)
-                if not await self._fits_budget(cost):
+                fits = await self._fits_budget(cost)
+                if self.report.stopped:  # the endpoint went away meanwhile
+                    return
+                if not fits:
                     self.report.stopped = "budget"
                     return
+                if not self._probed:
+                    self._probed = True
+                    problem = await self._endpoint_problem()
+                    if problem is not None:
+                        self._halt(problem)
+                        return
                 await gate.acquire()
+                if self.report.stopped:
+                    gate.release()
+                    return
                 self.in_flight_usd += cost
                 self.progress.in_flight += 1
                 task = asyncio.create_task(self._send(backend, sample, request, key, cost))
@@ -401,7 +466,10 @@ class _Run:
                 keys = {s.id: p.key() for s, p in planned if isinstance(p, ChatRequest)}
                 cached = {}
                 if keys and not self.options.no_cache:
-                    cached = await self.writer.run(self.ws.store.cached_calls, list(keys.values()))
+                    lookup = functools.partial(
+                        self.ws.store.cached_calls, scripted=self.plan.keep_scripted
+                    )
+                    cached = await self.writer.run(lookup, list(keys.values()))
                 for sample, item in planned:
                     if isinstance(item, Skip):
                         self._record(sample, Outcome("done", item.output), method=item.method)
@@ -410,7 +478,7 @@ class _Run:
                     key = keys[sample.id]
                     hit = cached.get(key)
                     if hit is not None:
-                        self._replay(sample, key, hit.response)
+                        self._replay(sample, key, hit)
                         continue
                     await queue.put((sample, item, key))
         except Exception:
@@ -423,6 +491,8 @@ class _Run:
         budget = self.plan.budget_usd
         if budget is None:
             return True
+        if budget <= 0:  # even a free endpoint's request passes a budget of nothing
+            return False
         while self.progress.cost_usd + self.in_flight_usd + next_cost > budget:
             if self.progress.in_flight == 0 or self.progress.cost_usd + next_cost > budget:
                 return False
@@ -438,44 +508,90 @@ class _Run:
         out = min(self._max_out, self._expected_out)
         return preset.cost(estimate_input_tokens(request), int(out))
 
-    def _replay(self, sample: ReadySample, key: str, response: dict[str, Any]) -> None:
+    def _replay(self, sample: ReadySample, key: str, hit: CachedCall) -> None:
         """A cached reply: free, and recorded again only if it changes the sample's state."""
-        outcome = self.plan.step.interpret(sample, parse_completion(response), self.plan.preset)
+        reply = parse_completion(hit.response)
+        outcome = self.plan.step.interpret(sample, reply, self.plan.preset)
         self.progress.cached += 1
         unchanged = (
             not self.options.redo
             and sample.current_key == key
             and sample.current_status == outcome.status
+            and bool(sample.current_scripted) == hit.scripted
         )
         if unchanged:
             self._count(outcome)
             self.progress.finished += 1
             self.report.outcomes["unchanged"] += 1
             return
-        self._record(sample, outcome, method="cache", key=key)
+        origin = {"backend": hit.backend, "base_url": hit.base_url, "scripted": hit.scripted}
+        self._record(sample, outcome, method="cache", key=key, origin=origin)
+
+    async def _endpoint_problem(self) -> str | None:
+        """Why the endpoint cannot take requests (no answer, its key refused), as ``doctor``
+        finds it; None when it answers, or when the model runs in-process."""
+        if self.plan.backend.kind != "openai" or not self.plan.endpoint.base_url:
+            return None
+        from vlaa_data.doctor.endpoints import endpoint_problem
+
+        return await endpoint_problem(self.plan.endpoint, timeout_s=self.plan.probe_timeout_s)
+
+    def _halt(self, detail: str) -> None:
+        """Stop for an unreachable endpoint: send nothing more and give up the requests still
+        waiting on it (they cannot be answered); their samples stay pending with the rest."""
+        if self.report.stopped is not None:
+            return
+        self.report.stopped, self.report.stop_detail = "unreachable", detail
+        current = asyncio.current_task()
+        for task in self._sending:
+            if task is not current:
+                task.cancel()
+        self._reply_arrived.set()
 
     async def _send(
         self, backend: Backend, sample: ReadySample, request: ChatRequest, key: str, cost: float
     ) -> None:
-        call = None
+        call, scripted = None, None
+        task = asyncio.current_task()
+        assert task is not None
+        self._sending.add(task)
         try:
             reply = await backend.complete(request)
+        except EndpointUnreachable as exc:
+            self._halt(exc.detail)
+            return
+        except asyncio.CancelledError:
+            if self.report.stopped != "unreachable":
+                raise
+            return  # given up by _halt
         except CallFailed as exc:
             if exc.paid:
                 call = self._ledger_row(sample, request, key, None, error=exc)
             outcome = Outcome("failed", {"error": exc.detail}, exc.reason)
+            self.report.request_failures[exc.reason] += 1
+            if self.report.first_failure is None:
+                self.report.first_failure = exc.detail
         else:
             call = self._ledger_row(sample, request, key, reply)
+            scripted = reply.scripted
             self._account(reply)
             outcome = self.plan.step.interpret(sample, reply, self.plan.preset)
         finally:
+            self._sending.discard(task)
             self.in_flight_usd -= cost
             self.progress.in_flight -= 1
             self._reply_arrived.set()
         self.progress.requests += 1
         # Journaled before the slot goes: from here on a kill -9 loses nothing, so only the
         # requests still in flight are ever sent twice. The commit follows in batches.
-        self._record(sample, outcome, method="request", key=key, call=call, journal=True)
+        origin = {
+            "backend": self.plan.backend.kind,
+            "base_url": self.plan.endpoint.shown_base_url,
+            "scripted": scripted,
+        }
+        self._record(
+            sample, outcome, method="request", key=key, call=call, journal=True, origin=origin
+        )
         await self.writer.room()
 
     def _account(self, reply: ChatReply) -> None:
@@ -502,9 +618,11 @@ class _Run:
         key: str | None = None,
         call: dict[str, Any] | None = None,
         journal: bool = False,
+        origin: dict[str, Any] | None = None,
     ) -> asyncio.Future[None]:
         """Buffer the result (and ledger row), journaling them first if asked; the future
-        resolves once both are committed."""
+        resolves once both are committed. ``origin``: the reply's backend, base_url and
+        whether it was scripted."""
         self._count(outcome)
         self.progress.finished += 1
         label = outcome.status if outcome.status == "done" else f"{outcome.status}:{outcome.reason}"
@@ -522,6 +640,7 @@ class _Run:
             run_id=self.report.run_id,
             model=self.plan.preset.model if key else None,
             key=key,
+            **(origin or {}),
         )
         return self.writer.add(result, call, journal=journal)
 
@@ -560,6 +679,7 @@ class _Run:
             "cost_usd": preset.cost(reply.tokens_in, reply.tokens_out) if reply else None,
             "latency_s": reply.latency_s if reply else None,
             "run_id": self.report.run_id,
+            "scripted": reply.scripted if reply else False,
         }
 
     def _count_retry(self, reason: str) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "Progress",
     "Skip",
     "result_row",
+    "waiting_hint",
 ]
 
 BACKENDS = ("openai", "transformers", "vllm")
@@ -76,6 +77,13 @@ class Outcome:
     method: str | None = None  # recorded instead of how the reply came (request, cache)
 
 
+def waiting_hint(parent_step: str | None, waiting: int) -> str | None:
+    """``N samples wait for caption: run caption first``, when some do."""
+    if not waiting or parent_step is None:
+        return None
+    return f"{waiting} samples wait for {parent_step}: run {parent_step} first"
+
+
 def result_row(
     sample: ReadySample,
     step: str,
@@ -85,8 +93,12 @@ def result_row(
     run_id: str,
     model: str | None = None,
     key: str | None = None,
+    backend: str | None = None,
+    base_url: str | None = None,
+    scripted: bool | None = None,
 ) -> dict[str, Any]:
-    """The ``results`` row recording ``outcome`` (its id is given when it is written)."""
+    """The ``results`` row recording ``outcome`` (its id is given when it is written);
+    ``backend``, ``base_url`` and ``scripted`` say where its reply came from, if any."""
     return {
         "id": None,
         "sample_id": sample.id,
@@ -100,6 +112,9 @@ def result_row(
         "prompt_hash": key,
         "run_id": run_id,
         "parent_id": sample.parent_id,
+        "backend": backend,
+        "base_url": base_url,
+        "scripted": scripted,
     }
 
 
@@ -181,11 +196,45 @@ class LlmReport:
     outcomes: Counter[str] = field(default_factory=Counter)  # done, cached, skipped, failed:...
     progress: Progress = field(default_factory=Progress)
     seconds: float = 0.0
-    stopped: str | None = None  # "budget" | "interrupted"
+    stopped: str | None = None  # "budget" | "unreachable" | "interrupted"
+    stop_detail: str | None = None  # why, for "unreachable": the endpoint and its error
     left_pending: int = 0
     budget_usd: float | None = None
     estimate: Estimate | None = None
     recovered: int = 0  # replies a killed run had journaled, written when this one opened
+    # Requests that brought back no reply, by reason code, and the first one's error.
+    request_failures: Counter[str] = field(default_factory=Counter)
+    first_failure: str | None = None
+    parent_step: str | None = None
+    waiting: int = 0  # samples not ready because parent_step has not done them
+
+    def stop_line(self) -> str | None:
+        """Why the step did not do its work, in one line (the CLI exits 1 with it): the
+        budget was reached, the endpoint could not be reached, or requests were sent and
+        none brought back a reply. None otherwise: partial failures are only counted."""
+        if self.stopped == "budget":
+            return (
+                f"budget reached: ${self.progress.cost_usd:.4f} spent of "
+                f"${self.budget_usd or 0:.2f} (in-flight estimate included); "
+                f"{self.left_pending} samples left pending; rerun with a higher --budget-usd"
+            )
+        if self.stopped == "unreachable":
+            return (
+                f"{self.stop_detail}; {self.left_pending} samples left pending: "
+                "run again once it answers"
+            )
+        failed = sum(self.request_failures.values())
+        if self.progress.requests and failed == self.progress.requests:
+            reasons = ", ".join(f"{n} {r}" for r, n in self.request_failures.most_common())
+            first = " ".join((self.first_failure or "").split())[:200]
+            return (
+                f"all {failed} requests to {self.model} failed ({reasons}; first: {first}); "
+                "the samples are recorded failed and a rerun retries them"
+            )
+        return None
+
+    def waiting_hint(self) -> str | None:
+        return waiting_hint(self.parent_step, self.waiting)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -202,7 +251,10 @@ class LlmReport:
             "cost_usd": round(self.progress.cost_usd, 6),
             "seconds": round(self.seconds, 3),
             "stopped": self.stopped,
+            "stop_detail": self.stop_detail,
             "left_pending": self.left_pending,
+            "failed_requests": dict(self.request_failures),
+            "waiting": {self.parent_step: self.waiting} if self.parent_step else {},
             "recovered": self.recovered,
         }
         if self.estimate is not None:

@@ -1,13 +1,18 @@
-"""``split``: verified samples into a named release of two disjoint splits, SFT and RL.
+"""``split``: verified samples into a named release of disjoint splits: SFT, RL and a held-out test.
 
-The paper's rule (RECIPE.md step 6): a verified-correct sample with an aha moment goes to RL,
-one without to SFT. Then, in this order: ``--where`` keeps the rows a SQL predicate over
-``samples_view`` selects; RL quotas per source keep N; an SFT sample whose image is in RL is
-dropped (no image in both splits); ``--ppl-top K`` keeps the K highest-perplexity SFT samples;
-SFT quotas per source keep N. Where a quota or the ordering must choose, it takes samples in
-the order of sha256(seed:id), so a release is a function of the store's state and its
-parameters. Every considered sample is recorded with its split (``sft``, ``rl`` or
-``excluded``) and why, so ``vlaa-data sql`` can explain any sample's place.
+First a small test part is held out (``--test-size``: about a fraction of the candidates'
+images, capped, or a count), whole images at a time, so that no image of the test part is in
+SFT or RL: ``eval`` scores a model on it rather than on the data it trained on. Then the
+paper's rule (RECIPE.md step 6): a verified-correct sample with an aha moment goes to RL, one
+without to SFT. Then, in this order: ``--where`` keeps the rows a SQL predicate over
+``samples_view`` selects (it applies before the test part is drawn); RL quotas per source keep
+N; an SFT sample whose image is in RL is dropped (no image in both splits); ``--ppl-top K``
+keeps the K highest-perplexity SFT samples; SFT quotas per source keep N. Where a quota or the
+ordering must choose, it takes samples in the order of sha256(seed:id) (images for the test
+part: sha256(seed:test:image)), so a release is a function of the store's state and its
+parameters. Every considered sample is recorded with its split (``sft``, ``rl``, ``test`` or
+``excluded``) and why, so ``vlaa-data sql`` can explain any sample's place. A release that
+would hold no sample is not saved.
 """
 
 from __future__ import annotations
@@ -20,10 +25,24 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vlaa_data import __version__
-from vlaa_data.errors import VlaaError
+from vlaa_data.errors import EmptyRelease, VlaaError
+from vlaa_data.store.releases import SPLITS
 from vlaa_data.workspace import Workspace
 
-__all__ = ["RULES", "SplitOptions", "SplitReport", "run_split"]
+__all__ = [
+    "DEFAULT_TEST_SIZE",
+    "RULES",
+    "TEST_CAP",
+    "SplitOptions",
+    "SplitReport",
+    "parse_test_size",
+    "run_split",
+]
+
+# The default held-out part: about 2% of the candidates' images, at most TEST_CAP samples (a
+# count given as --test-size is exact and not capped).
+DEFAULT_TEST_SIZE = 0.02
+TEST_CAP = 1000
 
 _COLUMNS = [
     "id",
@@ -84,6 +103,9 @@ class SplitOptions:
     seed: int = 0
     where: str | None = None
     ppl_top: int | None = None
+    # < 1: about that fraction of the images (at most TEST_CAP samples); >= 1: that many
+    # samples; 0: none
+    test_size: float = DEFAULT_TEST_SIZE
     replace: bool = False
     command: str | None = None
 
@@ -100,7 +122,7 @@ class SplitOptions:
 class SplitReport:
     name: str
     run_id: str | None = None
-    counts: dict[str, int] = field(default_factory=lambda: {"sft": 0, "rl": 0})
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     by_source: dict[str, dict[str, int]] = field(default_factory=dict)
     excluded: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
@@ -133,9 +155,12 @@ def run_split(ws: Workspace, options: SplitOptions) -> SplitReport:
         else:
             candidates.append(row)
     _require_scores(candidates, options)
+    for row in _held_out(candidates, options):
+        place[row.id] = ("test", "held_out")
     assign = RULES[options.rule]
     for row in candidates:
-        place[row.id] = assign(row, options.aha_score)
+        if row.id not in place:
+            place[row.id] = assign(row, options.aha_score)
     by_id = {row.id: row for row in candidates}
 
     def members(split: str) -> list[_Row]:
@@ -153,9 +178,10 @@ def run_split(ws: Workspace, options: SplitOptions) -> SplitReport:
             place[row.id] = ("excluded", "ppl_top")
     _apply_quota(members("sft"), options.sft_quota, place, "sft_quota")
 
+    _refuse_empty(rows, candidates, place, options)
     report = SplitReport(options.name)
     positions: dict[str, int] = {}
-    for split in ("sft", "rl"):
+    for split in SPLITS:
         for position, row in enumerate(members(split)):
             positions[row.id] = position
     source_of = {row.id: row.source for row in rows}
@@ -175,7 +201,7 @@ def run_split(ws: Workspace, options: SplitOptions) -> SplitReport:
             report.excluded[why] += 1
         else:
             report.counts[split] += 1
-            per_source = report.by_source.setdefault(source_of[sample_id], {"sft": 0, "rl": 0})
+            per_source = report.by_source.setdefault(source_of[sample_id], dict.fromkeys(SPLITS, 0))
             per_source[split] += 1
     report.by_source = dict(sorted(report.by_source.items()))
     report.run_id = ws.store.start_run(
@@ -197,9 +223,10 @@ def _check(ws: Workspace, options: SplitOptions) -> None:
         raise VlaaError(f"unknown aha score {options.aha_score!r} (choose from aha, aha_model)")
     if options.ppl_top is not None and options.ppl_top < 0:
         raise VlaaError("--ppl-top must be 0 or more")
+    parse_test_size(options.test_size)
     if not options.replace and ws.store.release_params(options.name) is not None:
         raise VlaaError(
-            f"release {options.name!r} exists; pass --replace to rebuild it, or choose a new --name"
+            f"release {options.name!r} exists; pass --replace to rebuild it, or choose a new name"
         )
     sources = set(ws.store.sample_sources())
     for flag, quota in (("--rl-quota", options.rl_quota), ("--sft-quota", options.sft_quota)):
@@ -209,6 +236,76 @@ def _check(ws: Workspace, options: SplitOptions) -> None:
                 raise VlaaError(f"{flag}: no source {source!r} (sources: {known})")
             if n < 0:
                 raise VlaaError(f"{flag}: {source}={n} must be 0 or more")
+
+
+def parse_test_size(value: str | float) -> float:
+    """``--test-size``: a count (``200``), a fraction (``0.02``) or a percentage (``2%``)."""
+    text = str(value).strip()
+    percent = text.endswith("%")
+    try:
+        size = float(text[:-1]) / 100 if percent else float(text)
+    except ValueError:
+        size = -1.0
+    if not (0 <= size < 1 or (not percent and size >= 1 and size.is_integer())):
+        raise VlaaError(
+            f"--test-size {value!r}: expected a count (200), a fraction below 1 (0.02) or a "
+            "percentage (2%)"
+        )
+    return int(size) if size >= 1 else size
+
+
+def _held_out(candidates: list[_Row], options: SplitOptions) -> list[_Row]:
+    """The test part: whole images, taken in seeded order while they fit the size asked for.
+
+    For a fraction, an image is held out where its seeded draw falls below it: whether it is
+    does not depend on the other samples, so a release rebuilt after more samples are verified
+    keeps the test images it had (until TEST_CAP is reached), and no earlier test sample moves
+    into SFT or RL.
+    """
+    size = parse_test_size(options.test_size)
+    by_image: dict[str, list[_Row]] = defaultdict(list)
+    for row in candidates:
+        by_image[row.image_sha].append(row)
+    draws = {sha: _order_key(options.seed, f"test:{sha}") for sha in by_image}
+    ranked = sorted(by_image, key=draws.__getitem__)
+    if size >= 1:
+        wanted = int(size)
+    else:
+        ranked = [sha for sha in ranked if int(draws[sha][:13], 16) / 16**13 < size]
+        wanted = TEST_CAP
+    chosen: list[_Row] = []
+    for image in ranked:
+        if len(chosen) >= wanted:
+            break
+        if len(chosen) + len(by_image[image]) <= wanted:
+            chosen.extend(by_image[image])
+    return chosen
+
+
+def _refuse_empty(
+    rows: list[_Row],
+    candidates: list[_Row],
+    place: dict[str, tuple[str, str]],
+    options: SplitOptions,
+) -> None:
+    """A release without samples is not saved: the name stays free and no row is left."""
+    if any(split != "excluded" for split, _ in place.values()):
+        return
+    name = options.name
+    verified = sum(row.verdict == "correct" for row in rows)
+    if not verified:
+        raise EmptyRelease(
+            f"no sample is verified correct: nothing to put in release {name!r} "
+            "(run `vlaa-data verify` first)"
+        )
+    if not candidates:
+        raise EmptyRelease(
+            f"--where kept none of the {verified} verified samples: release {name!r} would be empty"
+        )
+    raise EmptyRelease(
+        f"release {name!r} would hold no samples: the quotas and --ppl-top left none of the "
+        f"{len(candidates)} candidates"
+    )
 
 
 def _require_scores(candidates: list[_Row], options: SplitOptions) -> None:

@@ -23,8 +23,8 @@ from vlaa_data import __version__
 from vlaa_data.rewards.math_pool import MathVerifier
 from vlaa_data.rewards.verdict import RULE_TYPES, Case, RuleVerifier
 from vlaa_data.steps.judge import verdict_outcome
-from vlaa_data.steps.llm_runner import preflight, run_llm_step
-from vlaa_data.steps.llm_step import LlmOptions, LlmReport, Progress, result_row
+from vlaa_data.steps.llm_runner import leaves_scripted, preflight, run_llm_step
+from vlaa_data.steps.llm_step import LlmOptions, LlmReport, Progress, result_row, waiting_hint
 from vlaa_data.store.llm import ReadySample
 from vlaa_data.workspace import Workspace
 
@@ -55,6 +55,10 @@ class VerifyReport:
     rules_only: bool = False
     judge: LlmReport | None = None
     seconds: float = 0.0
+    waiting: int = 0  # samples not ready because rewrite has not done them
+
+    def waiting_hint(self) -> str | None:
+        return waiting_hint("rewrite", self.waiting)
 
     def to_dict(self) -> dict[str, Any]:
         by_verdict: Counter[str] = Counter()
@@ -72,6 +76,7 @@ class VerifyReport:
             "sent_to_judge": self.sent_to_judge,
             "rules_only": self.rules_only,
             "judge": self.judge.to_dict() if self.judge else None,
+            "waiting": {"rewrite": self.waiting},
             "seconds": round(self.seconds, 3),
         }
 
@@ -85,6 +90,7 @@ def run_verify(
     """Verify every sample whose rewrite is done and whose verdict is missing or stale."""
     options = _with_settings(ws, options)
     llm = options.judge
+    judging = not options.rules_only
     samples = ws.store.ready_samples(
         "verify",
         parent_step="rewrite",
@@ -92,10 +98,16 @@ def run_verify(
         redo=llm.redo,
         retry_truncated=llm.retry_truncated,
         limit=llm.limit,
+        # A real judge redoes the verdicts of the scripted stand-in's.
+        redo_scripted=judging and leaves_scripted(ws, "verify", llm),
     )
-    report = VerifyReport(run_id=None, selected=len(samples), rules_only=options.rules_only)
+    report = VerifyReport(
+        run_id=None,
+        selected=len(samples),
+        rules_only=options.rules_only,
+        waiting=ws.store.waiting_for_parent("verify", "rewrite", sources=llm.sources),
+    )
     started = time.monotonic()
-    judging = not options.rules_only
     if judging and not llm.dry_run and not samples.reward_types() <= set(RULE_TYPES):
         preflight(ws, "verify", llm)  # open-ended samples will need the judge: its key, now
     if not llm.dry_run:

@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from vlaa_data.errors import QueryError, WorkspaceInUse
+from vlaa_data.errors import QueryError, VlaaError, WorkspaceInUse
 from vlaa_data.store.llm import LlmQueries
 from vlaa_data.store.migrations import MIGRATIONS
 from vlaa_data.store.releases import ReleaseQueries
@@ -51,7 +51,7 @@ class Store(LlmQueries, ReleaseQueries):
         self.path = path
         self.read_only = read_only
         # DuckDB's settings for this connection; its defaults where not given.
-        self.config: dict[str, str | int] = {}
+        self.config: dict[str, str | bool | int | float | list[str]] = {}
         if memory_limit:
             self.config["memory_limit"] = memory_limit
         if threads:
@@ -60,6 +60,13 @@ class Store(LlmQueries, ReleaseQueries):
         self.con = self._connect()
         if not read_only:
             self.migrate()
+        elif (version := self.schema_version()) < MIGRATIONS[-1].version:
+            # A reader cannot migrate; its queries would fail on columns the file lacks.
+            self.con.close()
+            raise VlaaError(
+                f"{path} is at schema version {version} and this vlaa-data needs "
+                f"{MIGRATIONS[-1].version}: upgrade it with `vlaa-data init {path.parent}`"
+            )
         self._next_result_id: int | None = None
         self._types: dict[str, dict[str, str]] = {}
 
@@ -118,13 +125,14 @@ class Store(LlmQueries, ReleaseQueries):
         return self.con is None
 
     def schema_version(self) -> int:
-        exists = self.con.execute(
+        [(exists,)] = self.con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
-        ).fetchone()[0]
+        ).fetchall()
         if not exists:
             return 0
         query = "SELECT coalesce(max(version), 0) FROM schema_migrations"
-        return self.con.execute(query).fetchone()[0]
+        [(version,)] = self.con.execute(query).fetchall()
+        return version
 
     def migrate(self) -> list[int]:
         """Apply pending migrations; return the versions applied."""
@@ -183,9 +191,10 @@ class Store(LlmQueries, ReleaseQueries):
 
     def allocate_result_ids(self, count: int) -> list[int]:
         if self._next_result_id is None:
-            self._next_result_id = self.con.execute(
+            [(next_id,)] = self.con.execute(
                 "SELECT coalesce(max(id), 0) + 1 FROM results"
-            ).fetchone()[0]
+            ).fetchall()
+            self._next_result_id = next_id
         first = self._next_result_id
         self._next_result_id += count
         return list(range(first, first + count))
@@ -294,6 +303,13 @@ class Store(LlmQueries, ReleaseQueries):
             "results": self.con.execute(
                 "SELECT s.source, c.step, c.status, coalesce(c.reason, ''), count(*) "
                 "FROM current_results c JOIN samples s ON s.id = c.sample_id "
+                "GROUP BY ALL ORDER BY ALL"
+            ).fetchall(),
+            # Where the current results' replies came from, and whether from the stand-in.
+            "endpoints": self.con.execute(
+                "SELECT c.step, coalesce(c.base_url, c.backend), coalesce(c.scripted, false), "
+                "count(*) FROM current_results c JOIN samples s ON s.id = c.sample_id "
+                "WHERE c.backend IS NOT NULL OR c.base_url IS NOT NULL "
                 "GROUP BY ALL ORDER BY ALL"
             ).fetchall(),
         }

@@ -35,6 +35,7 @@ class ReadySample:
     current_status: str | None  # this step's current result, if any
     current_key: str | None
     attempts: int
+    current_scripted: bool | None = None  # its current result came from the scripted stand-in
 
 
 class ReadySamples(Sequence[ReadySample]):
@@ -80,6 +81,7 @@ def _ready_sample(r: tuple[Any, ...]) -> ReadySample:
         current_status=r[12],
         current_key=r[13],
         attempts=r[14],
+        current_scripted=r[15],
     )
 
 
@@ -90,6 +92,9 @@ class CachedCall:
     tokens_in: int | None
     tokens_out: int | None
     cost_usd: float | None
+    backend: str | None = None  # where the reply came from
+    base_url: str | None = None
+    scripted: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,11 +123,13 @@ class LlmQueries:
         redo: bool = False,
         retry_truncated: bool = False,
         limit: int | None = None,
+        redo_scripted: bool = False,
     ) -> ReadySamples:
         """Samples whose upstream step is done and whose ``step`` is pending, stale or failed.
 
         ``redo`` takes every ready sample; truncated results are taken again only with
-        ``retry_truncated`` (their reply is cached, so this pays only when the budget changed).
+        ``retry_truncated`` (their reply is cached, so this pays only when the budget changed);
+        ``redo_scripted`` takes those whose result came from the scripted stand-in server too.
         """
         # The recursive view once for both steps, not once per join.
         params: list[Any] = [step, parent_step or step, step, step]
@@ -133,7 +140,10 @@ class LlmQueries:
             params.insert(2, parent_step)
         if not redo:
             statuses = ["failed", "truncated"] if retry_truncated else ["failed"]
-            where.append(f"(c.id IS NULL OR c.status IN ({', '.join('?' * len(statuses))}))")
+            scripted = " OR c.scripted" if redo_scripted else ""
+            where.append(
+                f"(c.id IS NULL OR c.status IN ({', '.join('?' * len(statuses))}){scripted})"
+            )
             params.extend(statuses)
         if sources:
             where.append(f"s.source IN ({', '.join('?' * len(sources))})")
@@ -142,7 +152,7 @@ class LlmQueries:
             WITH cur AS MATERIALIZED (SELECT * FROM current_results WHERE step IN (?, ?))
             SELECT s.id, s.source, s.question, s.answer, s.reward_type, s.context,
                    s.image_sha, i.path, i.width, i.height, p.id, p.output,
-                   c.status, c.prompt_hash, coalesce(a.attempts, 0)
+                   c.status, c.prompt_hash, coalesce(a.attempts, 0), c.scripted
             FROM samples s
             JOIN images i ON i.sha = s.image_sha
             {parent_join}
@@ -157,6 +167,28 @@ class LlmQueries:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return ReadySamples(self.con.execute(sql, params).fetchall())
+
+    def waiting_for_parent(
+        self, step: str, parent_step: str, *, sources: Sequence[str] = ()
+    ) -> int:
+        """Samples without a result of ``step`` whose ``parent_step`` has none either, or a
+        failed or truncated one: running the parent may make them ready (its rejections are
+        final, and do not count)."""
+        sql = """
+            WITH cur AS MATERIALIZED (
+                SELECT sample_id, step, status FROM current_results WHERE step IN (?, ?)
+            )
+            SELECT count(*) FROM samples s
+            LEFT JOIN cur p ON p.sample_id = s.id AND p.step = ?
+            LEFT JOIN cur c ON c.sample_id = s.id AND c.step = ?
+            WHERE c.sample_id IS NULL AND (p.status IS NULL OR p.status IN ('failed', 'truncated'))
+        """
+        params: list[Any] = [step, parent_step, parent_step, step]
+        if sources:
+            sql += f" AND s.source IN ({', '.join('?' * len(sources))})"
+            params.extend(sources)
+        [(count,)] = self.con.execute(sql, params).fetchall()
+        return int(count)
 
     def current_step_results(
         self, step: str, *, sources: Sequence[str] = ()
@@ -175,21 +207,31 @@ class LlmQueries:
             for r in self.con.execute(sql, params).fetchall()
         }
 
-    def cached_calls(self, keys: Iterable[str]) -> dict[str, CachedCall]:
-        """The latest usable reply for each key that has one."""
+    def cached_calls(self, keys: Iterable[str], *, scripted: bool = True) -> dict[str, CachedCall]:
+        """The latest usable reply for each key that has one; without ``scripted``, none of
+        the scripted stand-in server's."""
         wanted = list(dict.fromkeys(keys))
         found: dict[str, CachedCall] = {}
         for start in range(0, len(wanted), _CACHE_CHUNK):
             rows = self.con.execute(
-                "SELECT c.key, c.response, c.tokens_in, c.tokens_out, c.cost_usd "
+                "SELECT c.key, c.response, c.tokens_in, c.tokens_out, c.cost_usd, c.backend, "
+                "c.base_url, coalesce(c.scripted, false) "
                 "FROM llm_calls c "
                 "WHERE c.key IN (SELECT unnest($1::VARCHAR[])) AND c.status = 'ok' "
+                "AND ($2 OR c.scripted IS NOT TRUE) "
                 "QUALIFY row_number() OVER (PARTITION BY c.key ORDER BY c.created_at DESC) = 1",
-                [wanted[start : start + _CACHE_CHUNK]],
+                [wanted[start : start + _CACHE_CHUNK], scripted],
             ).fetchall()
-            for key, response, tokens_in, tokens_out, cost in rows:
-                found[key] = CachedCall(key, json.loads(response), tokens_in, tokens_out, cost)
+            for key, response, *rest in rows:
+                found[key] = CachedCall(key, json.loads(response), *rest)
         return found
+
+    def has_scripted_replies(self, step: str) -> bool:
+        """Whether the ledger holds replies of the scripted stand-in server for ``step``."""
+        rows = self.con.execute(
+            "SELECT 1 FROM llm_calls WHERE step = ? AND scripted LIMIT 1", [step]
+        ).fetchall()
+        return bool(rows)
 
     def write_llm_batch(
         self, *, results: Sequence[dict[str, Any]], calls: Sequence[dict[str, Any]]
@@ -234,8 +276,12 @@ class LlmQueries:
         if not missing:
             return 0
         ids = self.allocate_result_ids(len(missing))  # type: ignore[attr-defined]
-        results = [{**e.result, "id": result_id} for e, result_id in zip(missing, ids, strict=True)]
-        calls = [e.call for e in missing if e.call is not None]
+        # Rows journaled before results and llm_calls had these columns lack them.
+        results = [
+            {"backend": None, "base_url": None, "scripted": None, **e.result, "id": result_id}
+            for e, result_id in zip(missing, ids, strict=True)
+        ]
+        calls = [{"scripted": None, **e.call} for e in missing if e.call is not None]
         self.write_llm_batch(results=results, calls=calls)
         return len(missing)
 

@@ -217,8 +217,35 @@ LEFT JOIN scores aham
 LEFT JOIN ppl ON ppl.sample_id = s.id;
 """
 
+_RESULT_ENDPOINTS = """
+-- Where each LLM step's result came from: the ledger's backend and base_url of the reply it
+-- holds (NULL where no model was asked), and whether that reply came from the scripted
+-- stand-in server (vlaa_data.testing.server: placeholders, never a model's), which says so in
+-- every reply's system_fingerprint. Older scripted replies are known by their completion id.
+-- The index is dropped and rebuilt around the ALTERs, which older DuckDB refuses with it.
+DROP INDEX results_sample_step;
+ALTER TABLE results ADD COLUMN backend VARCHAR;
+ALTER TABLE results ADD COLUMN base_url VARCHAR;
+ALTER TABLE results ADD COLUMN scripted BOOLEAN;
+CREATE INDEX results_sample_step ON results (sample_id, step);
+ALTER TABLE llm_calls ADD COLUMN scripted BOOLEAN;
+UPDATE llm_calls SET scripted = coalesce(
+    json_extract_string(response, '$.system_fingerprint') = 'vlaa-data-scripted'
+    OR json_extract_string(response, '$.id') LIKE 'chatcmpl-scripted-%', false);
+-- A result written before: its reply is the ledger row of its key, from its own run if any.
+UPDATE results SET backend = src.backend, base_url = src.base_url, scripted = src.scripted
+FROM (
+    SELECT r.id, c.backend, c.base_url, c.scripted
+    FROM results r JOIN llm_calls c ON c.key = r.prompt_hash AND c.status = 'ok'
+    QUALIFY row_number() OVER (
+        PARTITION BY r.id ORDER BY (c.run_id = r.run_id) DESC, c.created_at DESC) = 1
+) src
+WHERE results.id = src.id;
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial: images, samples, collect_rejects, results, runs", _INITIAL),
     Migration(2, "llm_calls: request cache and cost ledger", _LLM_CALLS),
     Migration(3, "scores, releases, release_samples, release_events", _RELEASES),
+    Migration(4, "results.backend, base_url, scripted; llm_calls.scripted", _RESULT_ENDPOINTS),
 ]

@@ -11,7 +11,11 @@ import duckdb
 
 from vlaa_data.errors import QueryError
 
-__all__ = ["ReleaseQueries", "ReleaseRow", "ReleaseRows", "ScoredText"]
+__all__ = ["SPLITS", "ReleaseQueries", "ReleaseRow", "ReleaseRows", "ScoredText"]
+
+# The parts of a release, in the order exports and reports list them; a considered sample in
+# none of them is ``excluded``.
+SPLITS = ("sft", "rl", "test")
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class ReleaseRow:
     """One sample of a release with everything an export writes."""
 
     sample_id: str
-    split: str  # sft | rl
+    split: str  # sft | rl | test
     position: int
     source: str
     source_id: str
@@ -155,7 +159,8 @@ class ReleaseQueries:
     ) -> Iterator[list[ScoredText]]:
         """``scored_texts`` a batch at a time, read through a cursor of its own so that the
         caller may write between batches and never holds every text in memory."""
-        where, params = ["v.text_result_id IS NOT NULL"], []
+        where = ["v.text_result_id IS NOT NULL"]
+        params: list[str] = []
         if sources:
             where.append(f"v.source IN ({', '.join('?' * len(sources))})")
             params.extend(sources)
@@ -247,13 +252,13 @@ class ReleaseQueries:
             raise
 
     def release_counts(self) -> dict[str, dict[str, int]]:
-        """``{name: {"sft": n, "rl": n}}`` for every release."""
+        """``{name: {"sft": n, "rl": n, "test": n}}`` for every release."""
         counts: dict[str, dict[str, int]] = {
-            name: {"sft": 0, "rl": 0} for name in self.release_names()
+            name: dict.fromkeys(SPLITS, 0) for name in self.release_names()
         }
         for name, split, n in self.con.execute(
             "SELECT release, split, count(*) FROM release_samples "
-            "WHERE split IN ('sft', 'rl') GROUP BY ALL"
+            "WHERE split <> 'excluded' GROUP BY ALL"
         ).fetchall():
             counts[name][split] = n
         return counts
@@ -275,9 +280,9 @@ class ReleaseQueries:
         release is the same even after a later rewrite; the caption is the one that text was
         built on, the verdict the latest on that text, the scores those of that text.
         """
-        (count,) = self.con.execute(
+        [(count,)] = self.con.execute(
             "SELECT count(*) FROM release_samples WHERE release = ? AND split = ?", [name, split]
-        ).fetchone()
+        ).fetchall()
         return ReleaseRows(self, name, split, count)
 
     def release_rows_at(self, name: str, split: str, start: int, stop: int) -> list[ReleaseRow]:
@@ -285,16 +290,26 @@ class ReleaseQueries:
         rows = self.con.execute(_RELEASE_ROWS, [name, split, start, stop]).fetchall()
         return [
             ReleaseRow(
-                *row[:8],
-                json.loads(row[8]) if row[8] else {},
-                *row[9:13],
-                row[13],
-                row[14] or "",
-                row[15] or "",
-                row[16],
-                row[17],
-                None if row[18] is None else int(row[18]),
-                row[19],
+                sample_id=row[0],
+                split=row[1],
+                position=row[2],
+                source=row[3],
+                source_id=row[4],
+                question=row[5],
+                gold=row[6],
+                reward_type=row[7],
+                context=json.loads(row[8]) if row[8] else {},
+                image_sha=row[9],
+                image_path=row[10],
+                width=row[11],
+                height=row[12],
+                caption=row[13],
+                reasoning=row[14] or "",
+                response=row[15] or "",
+                verdict=row[16],
+                verify_method=row[17],
+                aha_count=None if row[18] is None else int(row[18]),
+                ppl=row[19],
             )
             for row in rows
         ]

@@ -158,8 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     if hasattr(model_manager, "ModelLoader"):  # transformers >= 5.25
         from vlaa_data.testing.serve_loader import ProcessorLoader
 
-        # Serve builds its loader from this name when it starts.
-        model_manager.ModelLoader = ProcessorLoader
+        # Serve builds its loader from this name when it starts. A deliberate patch of a
+        # transformers class, which mypy refuses to let anything rebind.
+        model_manager.ModelLoader = ProcessorLoader  # type: ignore[misc]
     else:
         _patch_model_manager(model_manager.ModelManager)
     # Serve alone, not the whole `transformers` CLI, whose other commands take seconds to import.

@@ -14,6 +14,11 @@ faults with it over real HTTP::
 The command line serves a built-in responder in its own process, for benchmarks and demos::
 
     python -m vlaa_data.testing.server --latency 1.0 --reasoning field
+    python -m vlaa_data.testing.server --demo      # scripts/demo.sh --scripted
+
+The server says what it is: every completion carries ``system_fingerprint`` and every model it
+lists ``owned_by`` ``"vlaa-data-scripted"`` (``SCRIPTED_FINGERPRINT``), so that the LLM steps
+record its replies as placeholders and redo them against a real endpoint.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from typing import Any
 
 from aiohttp import web
 
+from vlaa_data.llm.reply import SCRIPTED_FINGERPRINT
+
 __all__ = [
     "REASONING_STYLES",
     "Reply",
@@ -43,6 +50,7 @@ __all__ = [
     "builtin_responder",
     "default_responder",
     "is_loopback",
+    "place_reasoning",
 ]
 
 REASONING_STYLES = ("field", "inline", "lone", "none")
@@ -144,16 +152,7 @@ def builtin_responder(reasoning: str = "inline", *, truncate: bool = False) -> R
 
     def respond(request: dict, attempt: int) -> Reply:
         thought = f"Looking at: {_last_user_text(request)[:80]}"
-        answer = "The answer is 3."
-        thinking = None
-        if reasoning == "field":
-            thinking, content = thought, answer
-        elif reasoning == "inline":
-            content = f"<think>{thought}</think>{answer}"
-        elif reasoning == "lone":
-            content = f"{thought}</think>{answer}"
-        else:
-            content = answer
+        thinking, content = place_reasoning(thought, "The answer is 3.", reasoning)
         limit = request.get("max_tokens") or request.get("max_completion_tokens")
         budget = limit * 4 if isinstance(limit, int) else None
         if truncate and budget is not None and len(thinking or "") + len(content) > budget:
@@ -168,6 +167,18 @@ def builtin_responder(reasoning: str = "inline", *, truncate: bool = False) -> R
         return Reply.ok(content, reasoning_content=thinking)
 
     return respond
+
+
+def place_reasoning(thought: str, answer: str, reasoning: str) -> tuple[str | None, str]:
+    """``(reasoning_content, content)`` of a reply thinking ``thought`` in style ``reasoning``
+    (see ``builtin_responder``)."""
+    if reasoning == "field":
+        return thought, answer
+    if reasoning == "inline":
+        return None, f"<think>{thought}</think>{answer}"
+    if reasoning == "lone":
+        return None, f"{thought}</think>{answer}"
+    return None, answer
 
 
 _inline_responder = builtin_responder("inline")
@@ -186,6 +197,9 @@ class ScriptedServer:
     ``latency`` (a delay added to every reply) may be reassigned while the server runs. A
     responder that raises is answered with a 500 that carries the exception text.
     ``peak_in_flight`` is the most chat requests handled at once since the start or ``reset``.
+    With ``identify=False`` it no longer says it is the scripted stand-in (no
+    ``system_fingerprint``, models owned by ``"vlaa-data"``): for tests that need an endpoint
+    that passes for a real model.
     """
 
     def __init__(
@@ -196,6 +210,7 @@ class ScriptedServer:
         host: str = "127.0.0.1",
         port: int = 0,
         models: list[str] | None = None,
+        identify: bool = True,
     ) -> None:
         if not is_loopback(host):
             raise ValueError(f"ScriptedServer binds loopback addresses only, not {host!r}")
@@ -204,6 +219,7 @@ class ScriptedServer:
         self.host = host
         self.port = port
         self.models = list(models or ["scripted"])
+        self.identify = identify
         self.requests: list[dict] = []
         self.auth_headers: list[str | None] = []
         self.peak_in_flight = 0
@@ -316,14 +332,15 @@ class ScriptedServer:
             wait = self.latency + reply.delay
             if wait > 0:
                 await asyncio.sleep(wait)
-            return _respond(reply, body, request)
+            return _respond(reply, body, request, identify=self.identify)
         finally:
             with self._lock:
                 self._in_flight -= 1
 
     async def _models(self, request: web.Request) -> web.Response:
+        owner = SCRIPTED_FINGERPRINT if self.identify else "vlaa-data"
         data = [
-            {"id": model, "object": "model", "created": 0, "owned_by": "vlaa-data"}
+            {"id": model, "object": "model", "created": 0, "owned_by": owner}
             for model in self.models
         ]
         return web.json_response({"object": "list", "data": data})
@@ -334,9 +351,12 @@ class ScriptedServer:
         return _error_response(404, f"no such endpoint: {request.method} {request.path}")
 
 
-def _respond(reply: Reply, request_body: dict, request: web.Request) -> web.StreamResponse:
+def _respond(
+    reply: Reply, request_body: dict, request: web.Request, *, identify: bool
+) -> web.StreamResponse:
     if reply.kind == "ok":
-        return web.Response(body=_completion(reply, request_body), content_type=_JSON)
+        body = _completion(reply, request_body, identify=identify)
+        return web.Response(body=body, content_type=_JSON)
     if reply.kind == "error":
         return _error_response(reply.status, reply.message, reply.retry_after)
     if reply.kind == "malformed":
@@ -347,7 +367,7 @@ def _respond(reply: Reply, request_body: dict, request: web.Request) -> web.Stre
     return web.Response()
 
 
-def _completion(reply: Reply, request: dict) -> bytes:
+def _completion(reply: Reply, request: dict, *, identify: bool) -> bytes:
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.reasoning_content is not None:
         message["reasoning_content"] = reply.reasoning_content
@@ -358,7 +378,7 @@ def _completion(reply: Reply, request: dict) -> bytes:
     if completion_tokens is None:
         completion_tokens = (len(reply.content) + len(reply.reasoning_content or "")) // 4 + 1
     body = {
-        "id": f"chatcmpl-scripted-{next(_completion_ids)}",
+        "id": f"chatcmpl-{'scripted-' if identify else ''}{next(_completion_ids)}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": request.get("model") or "scripted",
@@ -369,6 +389,8 @@ def _completion(reply: Reply, request: dict) -> bytes:
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+    if identify:
+        body["system_fingerprint"] = SCRIPTED_FINGERPRINT
     return json.dumps(body).encode()
 
 
@@ -450,11 +472,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="cut replies longer than the request's max_tokens and finish them with 'length'",
     )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="answer each step of the synthetic demo as it expects (vlaa_data.testing.demo)",
+    )
     args = parser.parse_args(argv)
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopped.set())
-    responder = builtin_responder(args.reasoning, truncate=args.max_tokens_truncate)
+    if args.demo:
+        from vlaa_data.testing.demo import demo_responder
+
+        responder = demo_responder(args.reasoning)
+    else:
+        responder = builtin_responder(args.reasoning, truncate=args.max_tokens_truncate)
     with ScriptedServer(responder, latency=args.latency, port=args.port) as server:
         print(f"listening on {server.url}", flush=True)
         stopped.wait()
@@ -462,4 +494,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The importable module's main: the --demo responder imports this module, and its Reply
+    # must be the class the server checks replies against, not a copy in __main__.
+    from vlaa_data.testing import server
+
+    sys.exit(server.main())

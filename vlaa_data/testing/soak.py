@@ -263,7 +263,7 @@ def _check_states(workspace: Path, report: SoakReport) -> None:
         for sample_id, split, why, step, status, reason, done in con.execute(
             _FINAL_STATES
         ).fetchall():
-            if split in ("sft", "rl"):
+            if split in ("sft", "rl", "test"):
                 report.final_states[f"split:{split}"] += 1
             elif step is not None and reason:
                 state = "rejected" if status == "rejected" else "failed"
@@ -272,14 +272,14 @@ def _check_states(workspace: Path, report: SoakReport) -> None:
                 report.final_states[f"rejected:split:{why}"] += 1
             else:
                 report.pending.append(sample_id)
-        report.duplicated_results = con.execute(
+        [(report.duplicated_results,)] = con.execute(
             "SELECT count(*) FROM (SELECT sample_id, step FROM results WHERE status = 'done' "
             "GROUP BY ALL HAVING count(*) > 1)"
-        ).fetchone()[0]
-        report.repaid_requests = con.execute(
+        ).fetchall()
+        [(report.repaid_requests,)] = con.execute(
             "SELECT count(*) FROM (SELECT key FROM llm_calls WHERE status = 'ok' "
             "GROUP BY key HAVING count(*) > 1)"
-        ).fetchone()[0]
+        ).fetchall()
 
 
 def _export_rows(workspace: Path) -> dict[str, str]:

@@ -15,6 +15,7 @@ import difflib
 import enum
 import json
 import os
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -25,9 +26,9 @@ from typing import Any
 from vlaa_data.errors import SettingsError
 from vlaa_data.hf import require
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
+else:  # pragma: no cover
     import tomli as tomllib
 
 require("trl", "train", "training")

@@ -73,6 +73,7 @@ def prepare(kind: str, options: TrainOptions) -> tuple[TrainConfig, Path | None]
     if options.resume:
         from transformers.trainer_utils import get_last_checkpoint
 
+        assert config.output_dir is not None  # values above always hold one
         output = Path(config.output_dir)
         last = get_last_checkpoint(str(output)) if output.is_dir() else None
         if last is None:

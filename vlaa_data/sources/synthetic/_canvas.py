@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import random
 
 from PIL import Image, ImageDraw, ImageFont
@@ -68,7 +69,7 @@ def _text_mask(text: str) -> Image.Image:
     # getbbox measures the anti-aliased glyphs; the bilevel ones can reach a pixel or two
     # further, so draw with room to spare and crop to what was drawn.
     left, top, right, bottom = font().getbbox(text)
-    mask = Image.new("1", (right - left + 8, bottom - top + 8))
+    mask = Image.new("1", (math.ceil(right - left) + 8, math.ceil(bottom - top) + 8))
     ImageDraw.Draw(mask).text((4 - left, 4 - top), text, fill=1, font=font())
     box = mask.getbbox()
     return mask.crop(box) if box else mask
@@ -82,6 +83,8 @@ def label(
     mask = _text_mask(text)
     dx = {"l": 0, "m": mask.width / 2, "r": mask.width}[anchor[0]]
     dy = {"t": 0, "m": mask.height / 2, "b": mask.height}[anchor[1]]
+    if image.palette is None:
+        raise ValueError(f"label() draws on a palette image (canvas()), not mode {image.mode}")
     index = image.palette.getcolor(fill, image)
     image.paste(index, (round(x - dx), round(y - dy)), mask)
 

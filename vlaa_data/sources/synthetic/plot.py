@@ -79,7 +79,7 @@ def _y_axis(
 ) -> tuple[tuple[int, int], int]:
     """A y range holding the curve and 0, in whole steps, with at most 8 steps."""
     a, b, _ = coefficients
-    xs = list(range(x_range[0], x_range[1] + 1))
+    xs: list[float] = list(range(x_range[0], x_range[1] + 1))
     if a:
         xs.append(-b / (2 * a))  # the vertex, where a parabola turns
     ys = [_value(coefficients, x) for x in xs] + [0]
