@@ -1,9 +1,9 @@
-"""Render the README's CLI reference from the commands themselves.
+"""Render the CLI reference (docs/cli.md) from the commands themselves.
 
     python scripts/cli_reference.py           # print it
-    python scripts/cli_reference.py --write   # replace the block in README.md
+    python scripts/cli_reference.py --write   # replace the block in docs/cli.md
 
-tests/test_readme.py fails when README.md and the commands disagree.
+tests/test_readme.py fails when docs/cli.md and the commands disagree.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import typer.main
 
 from vlaa_data.cli import app
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
 
 
@@ -34,7 +34,9 @@ def render() -> str:
     group = typer.main.get_command(app)
     parts = []
     commands = []
-    for name, command in group.commands.items():
+    root = group.context_class(group, info_name="vlaa-data")
+    for name in group.list_commands(root):  # in the order --help lists them
+        command = group.commands[name]
         subcommands = getattr(command, "commands", None)  # a group such as `filter`
         if subcommands:
             commands.extend((f"{name} {sub}", c) for sub, c in subcommands.items())
@@ -60,9 +62,9 @@ def main() -> None:
     if "--write" not in sys.argv:
         print(reference)
         return
-    text = README.read_text(encoding="utf-8")
+    text = REFERENCE.read_text(encoding="utf-8")
     start, end = text.index(START) + len(START), text.index(END)
-    README.write_text(text[:start] + "\n" + reference + "\n" + text[end:], encoding="utf-8")
+    REFERENCE.write_text(text[:start] + "\n" + reference + "\n" + text[end:], encoding="utf-8")
 
 
 if __name__ == "__main__":

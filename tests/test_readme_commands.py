@@ -1,15 +1,16 @@
-"""Every command the README shows: each one parses against the CLI as it is today, and the
-walk-throughs run for real against the scripted server.
+"""Every command the README and docs/ show: each one parses against the CLI as it is today, and
+the walk-throughs run for real against the scripted server.
 
-The parse check reads every ``vlaa-data`` (and ``-m vlaa_data``) line of the README's code
-blocks, its generated CLI reference aside, and hands it to the command's own parser: a renamed
-option, a missing argument or a bad value fails here. The walk-through test runs the
-quickstart's by-hand block, the ``run`` block, the curating block and the publishing block
-line by line, as written, with the changes a test must make: LLM commands get ``--base-url``
-of the scripted server and ``push`` the stand-in Hub (so that nothing leaves 127.0.0.1), Hub
-model ids become the tiny test model (nothing can be downloaded), and the files the collect
-lines name are made first, small, in a fake HOME. The training and eval commands are parsed
-here and run by tests/train and tests/evaluation on the tiny model.
+The parse check reads every ``vlaa-data`` (and ``-m vlaa_data``) line of the code blocks of
+README.md and docs/*.md, the generated CLI reference (docs/cli.md) aside, and hands it to the
+command's own parser: a renamed option, a missing argument or a bad value fails here. The
+walk-through test runs the quickstart's by-hand block, the ``run`` block, the curating block
+and the publishing block line by line, as written, with the changes a test must make: LLM
+commands get ``--base-url`` of the scripted server and ``push`` the stand-in Hub (so that
+nothing leaves 127.0.0.1), Hub model ids become the tiny test model (nothing can be
+downloaded), and the files the collect lines name are made first, small, in a fake HOME. The
+training and eval commands are parsed here and run by tests/train and tests/evaluation on the
+tiny model.
 """
 
 from __future__ import annotations
@@ -36,11 +37,19 @@ _LLM_COMMANDS = {"caption", "distill", "rewrite", "verify", "run"}
 _HUB_MODEL = re.compile(r"^Qwen/")
 
 
-def readme_blocks() -> list[list[tuple[int, str]]]:
-    """The README's code blocks (outside the generated CLI reference): (line number, line)
-    with backslash continuations joined."""
-    text = README.read_text(encoding="utf-8")
-    text = text[: text.index("<!-- cli-reference:start -->")]
+def readme_blocks() -> list[list[tuple[str, str]]]:
+    """The code blocks of the README and of docs/ (the generated CLI reference aside):
+    ("FILE:LINE", line) with backslash continuations joined."""
+    blocks: list[list[tuple[str, str]]] = []
+    for path in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        if path.name == "cli.md":
+            continue
+        blocks += _blocks(path)
+    return blocks
+
+
+def _blocks(path: Path) -> list[list[tuple[str, str]]]:
+    text = path.read_text(encoding="utf-8")
     blocks, block, inside, pending = [], [], False, ""
     for number, line in enumerate(text.splitlines(), start=1):
         if _FENCE.match(line.strip()):
@@ -54,7 +63,7 @@ def readme_blocks() -> list[list[tuple[int, str]]]:
         if line.rstrip().endswith("\\"):
             pending += line.rstrip()[:-1] + " "
             continue
-        block.append((number, pending + line))
+        block.append((f"{path.relative_to(ROOT)}:{number}", pending + line))
         pending = ""
     return blocks
 
@@ -99,7 +108,7 @@ def parse(args: list[str]) -> str:
     return name
 
 
-def _all_commands() -> list[tuple[int, list[str]]]:
+def _all_commands() -> list[tuple[str, list[str]]]:
     return [
         (number, args)
         for block in readme_blocks()
@@ -116,7 +125,7 @@ def test_every_readme_command_parses() -> None:
         try:
             shown.add(parse(args))
         except Exception as exc:  # click's usage errors and bad values alike
-            pytest.fail(f"README line {number}: vlaa-data {shlex.join(args)}: {exc}")
+            pytest.fail(f"{number}: vlaa-data {shlex.join(args)}: {exc}")
     for expected in ("collect", "caption", "distill", "rewrite", "verify", "run", "split"):
         assert f"vlaa-data {expected}" in shown
     assert {"vlaa-data train sft", "vlaa-data train grpo", "vlaa-data eval"} <= shown
@@ -138,11 +147,11 @@ def _responder(request: dict, attempt: int) -> Reply:
     return default_responder(request, attempt)
 
 
-def _block_starting(text: str) -> list[tuple[int, str]]:
+def _block_starting(text: str) -> list[tuple[str, str]]:
     for block in readme_blocks():
         if block and block[0][1].startswith(text):
             return block
-    raise AssertionError(f"no README block starts with {text!r}")
+    raise AssertionError(f"no block in the README or docs/ starts with {text!r}")
 
 
 def _sources(home: Path) -> None:
