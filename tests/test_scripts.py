@@ -75,3 +75,17 @@ def test_it_says_which_python_it_needs(tmp_path: Path) -> None:
     assert len(error) == 1 and "needs Python >= 3.10" in error[0]
     assert error[0].endswith("is Python 3.8.18")
     assert not (tmp_path / "repo" / ".venv").exists()
+
+
+def test_no_test_installs_packages_or_runs_a_vlaa_data_from_path() -> None:
+    """Tests run the CLI as ``sys.executable -m vlaa_data`` and install nothing anywhere."""
+    import re
+
+    bare_cli = re.compile(r"""\[\s*["']vlaa-data["']\s*,""")  # a command line starting so
+    install = re.compile(r"""["']-m["']\s*,\s*["']pip["']|["']pip["']\s*,\s*["']install["']""")
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if path.name == "test_scripts.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert not bare_cli.search(text), f"{path}: runs vlaa-data from PATH"
+        assert not install.search(text), f"{path}: installs a package"
