@@ -310,6 +310,24 @@ def test_missing_extras_and_torchvision_are_warnings(monkeypatch: pytest.MonkeyP
     assert {"python", "vlaa-data", "duckdb", "aiohttp"} <= set(found)
 
 
+@pytest.mark.parametrize("vllm", [None, "0.31.0"])
+def test_torchvision_is_a_warning_unless_vllm_needs_it(
+    monkeypatch: pytest.MonkeyPatch, vllm: str | None
+) -> None:
+    versions = {"torchvision": "0.28.0", "vllm": vllm}
+    monkeypatch.setattr(environment, "_installed", versions.get)
+    monkeypatch.setattr(environment, "find_spec", lambda name: object())
+
+    check = environment._torchvision()
+
+    if vllm is None:
+        assert (check.status, check.fix) == ("warn", "pip uninstall torchvision")
+        assert check.detail.startswith("0.28.0 is installed")
+    else:
+        assert (check.status, check.fix) == ("ok", "")
+        assert check.detail == "0.28.0 (vllm 0.31.0 needs it)"
+
+
 def test_visible_gpus_are_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     """No CUDA machine in CI: a stand-in torch reports one device."""
     device = SimpleNamespace(name="NVIDIA H100 80GB HBM3", total_memory=80 * 2**30)

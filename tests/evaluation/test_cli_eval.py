@@ -28,8 +28,20 @@ def test_eval_prints_the_json_report_and_writes_the_samples(
 
 def test_eval_prints_a_table(cli: CliRun, hf_export: Path, tmp_path: Path) -> None:
     with ScriptedServer(answer_with_gold) as server:
-        result = cli("eval", "-m", "served", "--data", hf_export, "--base-url", server.url)
+        result = cli(
+            "eval",
+            "-m",
+            "served",
+            "--data",
+            hf_export,
+            "--base-url",
+            server.url,
+            "--max-pixels",
+            "100",
+        )
     assert result.returncode == 0, result.stderr
+    image = server.requests[0]["messages"][1]["content"][0]["image_url"]["url"]
+    assert _pixels(image) <= 100 < 32 * 24  # downscaled from the export's image
     lines = result.stdout.splitlines()
     assert lines[0].strip() == f"eval: served on {hf_export} (rl)"
     # no test split in this export: the fallback to the split GRPO trains on is said, first
@@ -52,3 +64,13 @@ def test_a_folder_that_is_not_an_export_exits_1_in_one_line(cli: CliRun, tmp_pat
         f"error: {tmp_path} is not an hf export (no data/*.parquet); "
         "write one with: vlaa-data export NAME --format hf --out DIR"
     ]
+
+
+def _pixels(url: str) -> int:
+    import base64
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as image:
+        return image.width * image.height

@@ -121,6 +121,41 @@ def test_a_missing_split_is_named(hf_export: Path, tmp_path: Path) -> None:
         run_eval(EvalOptions("unused", only_sft))
 
 
+def test_eval_on_a_lora_adapter_folder_scores_what_the_merged_model_does(
+    tiny_vlm: Path, hf_export: Path, tmp_path: Path
+) -> None:
+    """The adapter folder names its base (a local path here): eval loads it, applies the
+    adapter, and generates exactly what the same adapter merged and saved generates."""
+    from vlaa_data.hf import load_processor, merge_adapter
+    from vlaa_data.testing.tiny_vlm import build_tiny_adapter
+
+    adapter = build_tiny_adapter(tiny_vlm, tmp_path / "adapter")
+    merged = merge_adapter(adapter, tmp_path / "merged")
+    load_processor(adapter).save_pretrained(merged)
+    completions = {}
+    for name, model in (("adapter", adapter), ("merged", merged), ("base", tiny_vlm)):
+        output = tmp_path / f"{name}.jsonl"
+        report = run_eval(EvalOptions(str(model), hf_export, generation=TINY, output=output))
+        assert report.overall.n == report.overall.scored == 4
+        assert report.overall.mean_reward is not None
+        completions[name] = [s["completion"] for s in read_jsonl(output)]
+    assert completions["adapter"] == completions["merged"]
+    assert completions["adapter"] != completions["base"]  # the adapter was applied
+
+
+def test_the_vllm_backend_refuses_an_adapter_folder_in_one_line(
+    tiny_vlm: Path, tmp_path: Path
+) -> None:
+    from vlaa_data.evaluation.generate import open_backend
+    from vlaa_data.testing.tiny_vlm import build_tiny_adapter
+
+    adapter = build_tiny_adapter(tiny_vlm, tmp_path / "adapter")
+    with pytest.raises(
+        VlaaError, match="is a LoRA adapter: evaluate it with --backend transformers"
+    ):
+        open_backend(str(adapter), GenerationSettings(backend="vllm"))
+
+
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
 def test_the_vllm_backend_without_vllm_names_the_extra(hf_export: Path) -> None:
     settings = GenerationSettings(backend="vllm")
@@ -163,3 +198,76 @@ def test_default_output_is_named_after_the_model_in_the_current_folder() -> None
     assert default_output("Qwen/Qwen2-VL-2B-Instruct", "sft") == Path(
         "eval-Qwen2-VL-2B-Instruct-sft.jsonl"
     )
+
+
+def _image_pixels(url: str) -> int:
+    import base64
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as image:
+        return image.width * image.height
+
+
+def test_eval_prompts_with_the_exports_own_prompt(
+    hf_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model gets the export's ``prompt`` column as it is: a system prompt changed in the
+    export reaches the endpoint, and each question keeps its task instruction. Images sent to
+    an endpoint are downscaled to ``max_pixels``."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlaa_data.chat_format import MULTIPLE_CHOICE, SHORT_ANSWER
+
+    custom = tmp_path / "custom"
+    shutil.copytree(hf_export, custom)
+    exported = []
+    for shard in sorted((custom / "data").glob("rl-*.parquet")):
+        table = pq.read_table(shard)
+        rows = table.to_pylist()
+        for row in rows:
+            row["prompt"][0]["content"][0]["text"] = "Custom system prompt."
+            exported.append(row["prompt"][1]["content"][1]["text"])
+        pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shard)
+    monkeypatch.chdir(tmp_path)
+    with ScriptedServer(answer_with_gold) as server:
+        settings = GenerationSettings(backend="openai", base_url=server.url, max_pixels=100)
+        run_eval(EvalOptions("served", custom, split="rl", generation=settings))
+
+    assert len(server.requests) >= len(exported) == 4
+    users = set()
+    for request in server.requests:
+        system, user = request["messages"]
+        assert system == {"role": "system", "content": "Custom system prompt."}
+        image, text = user["content"]
+        users.add(text["text"])
+        assert _image_pixels(image["image_url"]["url"]) <= 100 < 32 * 24  # the export's images
+    assert users == set(exported)
+    assert any(t.endswith(MULTIPLE_CHOICE) for t in users)
+    assert any(t.endswith(SHORT_ANSWER) for t in users)
+
+
+def test_the_in_process_models_processor_resizes_to_max_pixels(tiny_vlm: Path) -> None:
+    """A 400 x 400 image: the tiny model's own cap (112 x 112) makes 16 tokens of it, the
+    default (the paper's 256 x 32 x 32 pixels) 196, a 56 x 56 cap 4."""
+    import asyncio
+
+    from vlaa_data.evaluation.generate import open_backend
+
+    def tokens(settings: GenerationSettings) -> int:
+        backend, _ = open_backend(str(tiny_vlm), settings)
+        try:
+            processor = backend._processor  # type: ignore[attr-defined]
+            counts = processor._get_num_multimodal_tokens(image_sizes=[(400, 400)])
+            return counts["num_image_tokens"][0]
+        finally:
+            asyncio.run(backend.aclose())
+
+    assert GenerationSettings().max_pixels == 256 * 32 * 32
+    assert tokens(GenerationSettings(device="cpu")) == 196
+    assert tokens(GenerationSettings(device="cpu", max_pixels=None)) == 16
+    assert tokens(GenerationSettings(device="cpu", max_pixels=56 * 56)) == 4

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlaa_data.chat_format import SYSTEM_PROMPT, assistant_text
+from vlaa_data.chat_format import SYSTEM_PROMPT, TASK_INSTRUCTIONS, assistant_text, user_text
 from vlaa_data.errors import VlaaError
 from vlaa_data.filters.ppl import PplOptions, run_ppl, score_name
 from vlaa_data.workspace import Workspace
@@ -53,7 +53,10 @@ def _hand_ppl(root: Path, model_dir: Path) -> dict[str, float]:
     images = [Image.open(root / t.image_path).convert("RGB") for t in texts]
     prompt_lengths, fulls = [], []
     for text, image in zip(texts, images, strict=True):
-        user = [{"type": "image"}, {"type": "text", "text": text.question}]
+        user = [
+            {"type": "image"},
+            {"type": "text", "text": user_text(text.question, text.reward_type)},
+        ]
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         reply = assistant_text(text.reasoning, text.response)
@@ -86,6 +89,71 @@ def test_ppl_equals_a_hand_computation(text_workspace: Path, tiny_vlm: Path) -> 
         assert scores[sample_id][1]["nll"] == pytest.approx(math.log(value), rel=1e-4)
     # A random model is about as unsure as its vocabulary is large.
     assert 200 < report["models"][0]["mean_ppl"] < 500
+
+
+def test_ppl_scores_the_conversation_an_hf_export_trains_on(
+    workspace: Path, tmp_path: Path, tiny_vlm: Path
+) -> None:
+    """PPL runs before any export, so it builds the prompt as the export does: each sample's
+    conversation is the export's ``messages`` (system prompt, question and task instruction,
+    answer) through the chat template."""
+    import pyarrow.parquet as pq
+
+    from tests.release.conftest import build_release, build_verified_workspace
+    from vlaa_data.filters.ppl import _items
+    from vlaa_data.hf import load_processor
+    from vlaa_data.release.export import export_release
+
+    build_release(build_verified_workspace(workspace, tmp_path))
+    with Workspace.open(workspace, write=True) as ws:
+        export_release(ws, "v1", "hf", tmp_path / "hf")
+        texts = ws.store.scored_texts()
+    rows = [
+        row
+        for shard in (tmp_path / "hf" / "data").glob("*.parquet")
+        for row in pq.read_table(shard).to_pylist()
+    ]
+    exported = {row["id"]: row["messages"] for row in rows}
+    processor = load_processor(tiny_vlm)
+    items = _items(workspace, texts, processor, "response", lambda item, reason: None)
+    compared = [item for item in items if item.text.sample_id in exported]
+    assert len(compared) == len(exported) >= 6
+    for item in compared:
+        assert item.full == processor.apply_chat_template(
+            exported[item.text.sample_id], tokenize=False
+        )
+    instructions = {i for i in TASK_INSTRUCTIONS.values() if any(i in t.full for t in compared)}
+    assert len(instructions) == 2  # digit and choice rows: both instructions were compared
+
+
+def test_max_pixels_caps_the_image_tokens_the_model_sees(
+    text_workspace: Path, tiny_vlm: Path
+) -> None:
+    """The processor PPL runs gets ``max_pixels``: a large image makes fewer tokens, and
+    exactly the samples whose image it shrinks get other scores."""
+    from vlaa_data.filters.ppl import _transformers
+
+    def tokens(max_pixels: int | None, sizes: list[tuple[int, int]]) -> list[int]:
+        options = PplOptions(models=[str(tiny_vlm)], max_pixels=max_pixels, device="cpu")
+        processor = _transformers(str(tiny_vlm), options, text_workspace).processor
+        return processor._get_num_multimodal_tokens(image_sizes=sizes)["num_image_tokens"]
+
+    cap = 56 * 56
+    assert tokens(None, [(400, 400)]) == [16] and tokens(cap, [(400, 400)]) == [4]
+    _, full = _ppl(text_workspace, tiny_vlm, max_pixels=None)
+    _, capped = _ppl(text_workspace, tiny_vlm, max_pixels=cap, redo=True)
+    assert {detail["max_pixels"] for _, detail in capped.values()} == {cap}
+    with Workspace.open(text_workspace, write=False) as ws:
+        texts = ws.store.scored_texts()
+    sizes = []
+    for text in texts:
+        with Image.open(text_workspace / text.image_path) as image:
+            sizes.append((image.height, image.width))
+    shrunk = [a != b for a, b in zip(tokens(None, sizes), tokens(cap, sizes), strict=True)]
+    assert any(shrunk) and not all(shrunk)
+    for text, smaller in zip(texts, shrunk, strict=True):
+        same = capped[text.sample_id][0] == pytest.approx(full[text.sample_id][0], rel=1e-6)
+        assert same != smaller, text.sample_id
 
 
 def test_batching_does_not_change_the_values(text_workspace: Path, tiny_vlm: Path) -> None:
@@ -214,7 +282,9 @@ def test_vllm_backend_reads_the_assistant_tokens_prompt_logprobs(
 
     class LLM:
         def __init__(self, model: str, **kwargs) -> None:
-            assert model == str(tiny_vlm) and kwargs == {"enable_prefix_caching": False}
+            # the image size goes to the model's processor in vLLM: the default, the paper's
+            mm = {"mm_processor_kwargs": {"max_pixels": 256 * 32 * 32}}
+            assert model == str(tiny_vlm) and kwargs == {"enable_prefix_caching": False, **mm}
 
         def generate(self, prompts, params, use_tqdm):
             assert params == {"max_tokens": 1, "prompt_logprobs": 1}

@@ -13,7 +13,7 @@ from huggingface_hub import DatasetCard
 from tests.conftest import query
 from tests.release.conftest import build_release
 from tests.test_collect import run_collect
-from vlaa_data.chat_format import SYSTEM_PROMPT
+from vlaa_data.chat_format import MULTIPLE_CHOICE, SHORT_ANSWER, SYSTEM_PROMPT
 from vlaa_data.errors import VlaaError
 from vlaa_data.release.export import FORMATS, MARKER, export_release
 from vlaa_data.release.formats import VLAA_JSON_FILES, hf_configs_yaml, hf_shards
@@ -62,7 +62,16 @@ def test_hf_loads_with_datasets_in_trl_columns(released_workspace: Path, tmp_pat
         "data/rl-00001-of-00002.parquet",
         "data/sft-00000-of-00002.parquet",
         "data/sft-00001-of-00002.parquet",
+        "prompt.json",
     ]
+    # how the prompts were built, for tools that build their own
+    recorded = json.loads((out / "prompt.json").read_text())
+    assert recorded["system_prompt"] == SYSTEM_PROMPT
+    assert recorded["task_instructions"] == {
+        "choice": MULTIPLE_CHOICE,
+        "digit": SHORT_ANSWER,
+        "math": SHORT_ANSWER,
+    }
     for name in report.files:  # a shard is named by its content
         digest = re.search(r"-([0-9a-f]{16})\.parquet$", name)
         assert not digest or digest[1] == hashlib.sha256((out / name).read_bytes()).hexdigest()[:16]
@@ -83,12 +92,16 @@ def test_hf_loads_with_datasets_in_trl_columns(released_workspace: Path, tmp_pat
     assert (system["role"], system["content"][0]["text"]) == ("system", SYSTEM_PROMPT)
     assert user["role"] == "user"
     assert [part["type"] for part in user["content"]] == ["image", "text"]
-    assert user["content"][1]["text"] == "Question c1: how many objects, or which option?"
+    assert user["content"][1]["text"] == (
+        f"Question c1: how many objects, or which option?\n{SHORT_ANSWER}"  # a digit row
+    )
     assert assistant["content"][0]["text"] == (
         "<think>\nThree cubes.\n</think>\n<answer>\nAnswer: 3\n</answer>"
     )
     assert first["prompt"] == [system, user]
     assert first["image"].size == (32, 24)
+    choice = sft[sft["id"].index("arxiv/a3")]["prompt"][1]["content"][1]["text"]
+    assert choice.endswith(f"?\n{MULTIPLE_CHOICE}")
 
     row = rl[rl["id"].index("clevr/c2")]
     assert (row["solution"], row["reward_type"], row["source"]) == ("4", "digit", "clevr")
@@ -158,7 +171,8 @@ def test_sharegpt_files_and_dataset_info_agree(released_workspace: Path, tmp_pat
         ):
             roles = [m["role"] for m in record["messages"]]
             assert roles == ["system", "user", "assistant"]
-            assert record["messages"][1]["content"] == f"<image>{question}"
+            user = record["messages"][1]["content"]  # the question, then its instruction
+            assert user in {f"<image>{question}\n{i}" for i in (MULTIPLE_CHOICE, SHORT_ANSWER)}
             assert f"<think>\n{reasoning}\n</think>" in record["messages"][2]["content"]
             assert f"<answer>\n{answer}\n</answer>" in record["messages"][2]["content"]
             assert all((out / image).is_file() for image in record["images"])

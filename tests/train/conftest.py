@@ -8,6 +8,7 @@ server answers "Yes"), so that the RL split holds three reward types.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,20 @@ def hf_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with Workspace.open(workspace, write=True) as ws:
         export_release(ws, "v1", "hf", out)
     return out
+
+
+def grade_by_letters(request: dict, attempt: int) -> Reply:
+    """A judge whose 0-10 grade is a fixed function of the answer's text, so the four
+    completions of one prompt, which differ, get different grades."""
+    prompt = request["messages"][0]["content"]
+    answer = prompt.split("Answer to grade: ", 1)[1].split("\nReference", 1)[0]
+    return Reply.ok(str(sum(map(ord, answer)) % 11))
+
+
+@pytest.fixture
+def judge() -> Iterator[ScriptedServer]:
+    with ScriptedServer(grade_by_letters) as server:
+        yield server
 
 
 # Quick steps on CPU (max_steps comes as a flag): no warm-up (a warm-up step has learning rate

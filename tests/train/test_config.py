@@ -23,16 +23,56 @@ def test_the_shipped_recipes_hold_the_papers_settings() -> None:
     assert sft.global_batch_size == 128 and sft.num_train_epochs == 1
     assert sft.gradient_accumulation_steps == 128 // sft.per_device_train_batch_size
     assert not sft.train_vision and sft.completion_only_loss and sft.max_length is None
-    grpo = load_config("grpo", cuda=False, world_size=8)
+    assert sft.max_pixels == 256 * 32 * 32
+
+
+def test_the_shipped_grpo_recipe_holds_the_papers_settings() -> None:
+    """RECIPE.md's GRPO, in OpenRLHF's semantics: rollout 512 prompts x G = 4 = 2048
+    completions, train batch 256 completions, hence 8 optimizer steps per rollout."""
+    world = 8
+    grpo = load_config("grpo", cuda=False, world_size=world)
     assert isinstance(grpo, GrpoTrainConfig)
     assert (grpo.num_generations, grpo.temperature) == (4, 0.8)
+    assert grpo.generation_batch_size == 512 * 4 and grpo.global_batch_size == 256
+    per_step = grpo.per_device_train_batch_size * world * grpo.gradient_accumulation_steps
+    assert per_step == 256
+    assert grpo.generation_batch_size // per_step == 8 and grpo.num_iterations == 1
     assert grpo.lr_scheduler_type == "cosine_with_min_lr"
     assert grpo.lr_scheduler_kwargs == {"min_lr": 5e-7} and grpo.warmup_steps == 0.03
-    assert (grpo.beta, grpo.beta_final, grpo.logging_steps) == (1e-3, 5e-4, 1)
-    # rollout 512 and train 256 prompts of G = 4 completions: two optimizer steps per rollout
-    assert grpo.generation_batch_size == 512 * 4 and grpo.global_batch_size == 256 * 4
-    per_step = grpo.per_device_train_batch_size * 8 * grpo.gradient_accumulation_steps
-    assert per_step == 1024 and grpo.generation_batch_size // per_step == 2
+    assert grpo.loss_type == "grpo"
+    assert (grpo.beta, grpo.kl_control, grpo.kl_target, grpo.kl_horizon) == (
+        1e-3,
+        "adaptive",
+        5e-4,
+        10000,
+    )
+    assert grpo.beta_final is None and grpo.logging_steps == 1
+    assert grpo.max_pixels == 256 * 32 * 32
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["kl_control=annealed"], "kl_control: 'annealed' is not one of fixed, linear, adaptive"),
+        (["kl_control=linear"], "beta_final goes with kl_control linear"),
+        (["beta_final=5e-4"], "beta_final goes with kl_control linear"),
+        (["kl_target=none"], "kl_control adaptive needs kl_target > 0"),
+        (["beta=0"], "kl_control adaptive needs beta > 0"),
+        (["kl_horizon=0"], "kl_horizon: must be at least 1"),
+    ],
+)
+def test_kl_control_settings_that_do_not_fit_are_one_line(
+    settings: list[str], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=f"grpo config: {message}"):
+        load_config("grpo", settings=settings, cuda=False)
+
+
+def test_kl_control_linear_and_fixed() -> None:
+    linear = load_config("grpo", settings=["kl_control=linear", "beta_final=5e-4"], cuda=False)
+    assert (linear.kl_control, linear.beta_final) == ("linear", 5e-4)
+    fixed = load_config("grpo", settings=["kl_control=fixed", "beta=0"], cuda=False)
+    assert (fixed.kl_control, fixed.beta) == ("fixed", 0.0)
 
 
 def test_device_defaults_bf16_on_cuda_and_cpu_without_it() -> None:

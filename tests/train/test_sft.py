@@ -90,7 +90,7 @@ def test_the_loss_sees_the_assistant_turn_only_unless_told(
     ):
         learned = tokenizer.decode(ids[labels != -100])
         if whole:
-            assert "You are a helpful assistant" in learned and completion in learned
+            assert "You are a helpful reasoning assistant" in learned and completion in learned
             assert (labels[ids == image_pad] != -100).all()
         else:
             assert learned.strip() == f"{completion}<|im_end|>"
@@ -125,3 +125,39 @@ def test_resume_continues_from_the_last_checkpoint(
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3]
+
+
+def logits(folder: Path):
+    """The logits of the model in ``folder`` (a model or an adapter folder) on a fixed text."""
+    import torch
+
+    from vlaa_data.hf import load_model_and_processor
+
+    model, processor = load_model_and_processor(folder, device="cpu", dtype="fp32")
+    ids = processor.tokenizer("How many red circles are in the image?", return_tensors="pt")
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+def test_merge_saves_a_plain_model_that_outputs_what_base_and_adapter_do(
+    hf_export: Path, tiny_vlm: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    out = tmp_path / "merged"
+    report = run_sft(options(hf_export, tiny_vlm, out, lora=True, merge=True))
+    assert report.steps == 1
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    assert (out / "processor_config.json").is_file() and (out / RECORD).is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    merged, adapted, base = logits(out), logits(out / "adapter"), logits(tiny_vlm)
+    assert torch.allclose(merged, adapted, atol=1e-5)
+    assert not torch.allclose(merged, base, atol=1e-7)  # the trained adapter is in it
+    assert set(weights(out)) == set(weights(tiny_vlm))  # the base's tensors, no lora_ ones
+
+
+def test_merge_without_lora_is_refused(hf_export: Path, tiny_vlm: Path, tmp_path: Path) -> None:
+    from vlaa_data.errors import VlaaError
+
+    with pytest.raises(VlaaError, match=r"--merge .* needs --lora"):
+        build_sft_trainer(options(hf_export, tiny_vlm, tmp_path, merge=True))

@@ -93,6 +93,16 @@ RewardModel = Annotated[
 RewardBeta = Annotated[
     float | None, typer.Option(min=1e-6, help="beta of the reward-model formula [default: 1].")
 ]
+# Image size for a local model, the same in eval and filter ppl (train: the max_pixels field).
+MaxPixels = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Resize each image to at most N pixels (Qwen2-VL-style processors; 0: the "
+        "model's own limit) [default: 262144 = 256 x 32 x 32, the paper's eval setting].",
+        show_default=False,
+    ),
+]
 
 
 def print_json(data: Any) -> None:

@@ -13,6 +13,7 @@ from vlaa_data.cli.app import (
     Json,
     Judge,
     JudgeBaseUrl,
+    MaxPixels,
     RewardBeta,
     RewardModel,
     app,
@@ -22,6 +23,7 @@ from vlaa_data.cli.app import (
     out,
     print_json,
 )
+from vlaa_data.hf import DEFAULT_MAX_PIXELS
 
 _COLUMNS = ("group", "n>", "scored>", "accuracy>", "mean reward>", "no answer>", "truncated>")
 
@@ -33,7 +35,8 @@ def evaluate(
         typer.Option(
             "--model",
             "-m",
-            help="A model folder or Hub id; with --base-url, the model name the endpoint serves.",
+            help="A model folder (a LoRA adapter folder too) or Hub id; with --base-url, the "
+            "model name the endpoint serves.",
         ),
     ],
     data: Annotated[Path, typer.Option(help="An hf export folder (export NAME --format hf).")],
@@ -72,6 +75,7 @@ def evaluate(
     dtype: Annotated[
         str | None, typer.Option(help="bf16, fp16 or fp32 [default: bf16 on CUDA, else fp32].")
     ] = None,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -113,6 +117,7 @@ def evaluate(
         device=device,
         dtype=dtype,
         base_url=base_url,
+        max_pixels=max_pixels or None,
     )
     options = EvalOptions(
         model=model,

@@ -10,6 +10,7 @@ from rich.text import Text
 
 from vlaa_data.cli.app import (
     Json,
+    MaxPixels,
     Workspace_,
     app,
     command_line,
@@ -28,6 +29,7 @@ from vlaa_data.cli.llm import (
     raise_if_stopped,
 )
 from vlaa_data.errors import VlaaError
+from vlaa_data.hf import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     from vlaa_data.filters.aha import AhaOptions
@@ -203,6 +205,7 @@ def filter_ppl(
         int | None, typer.Option(min=1, help="Score at most N samples per model.")
     ] = None,
     redo: Annotated[bool, typer.Option(help="Score again samples already scored.")] = False,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
     json_: Json = False,
     workspace: Workspace_ = None,
 ) -> None:
@@ -225,6 +228,7 @@ def filter_ppl(
         redo=redo,
         backend=backend,
         device=device,
+        max_pixels=max_pixels or None,
         command=command_line(),
     )
     with Workspace.open(workspace, write=True) as ws:

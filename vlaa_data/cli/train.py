@@ -38,7 +38,13 @@ Data = Annotated[
     Path,
     typer.Option(help="An hf export (vlaa-data export NAME --format hf --out DIR)."),
 ]
-Model = Annotated[str, typer.Option(help="The model to train: a local folder or a Hub id.")]
+Model = Annotated[
+    str,
+    typer.Option(
+        help="The model to train: a local folder or a Hub id; a LoRA adapter folder stands for "
+        "its base model with the adapter."
+    ),
+]
 Recipe = Annotated[
     Path | None,
     typer.Option("--config", help="A TOML or YAML recipe of config fields [default: shipped]."),
@@ -61,6 +67,14 @@ TrainVision = Annotated[
     bool, typer.Option("--train-vision", help="Train the vision encoder too (frozen by default).")
 ]
 Lora = Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (lora_* fields).")]
+Merge = Annotated[
+    bool,
+    typer.Option(
+        "--merge",
+        help="With --lora: save the merged model in the output dir (a plain model folder), "
+        "the adapter in its adapter/ folder.",
+    ),
+]
 Settings = Annotated[
     list[str] | None,
     typer.Option("--set", help="Set any config field: KEY=VALUE, parsed by its type (repeatable)."),
@@ -84,7 +98,7 @@ def _options(
     ``values`` as they are, the others under their field's name."""
     from vlaa_data.train.run import TrainOptions
 
-    for flag in ("train_vision", "lora"):
+    for flag in ("train_vision", "lora", "merge"):
         values[flag] = values[flag] or None  # an absent switch leaves the recipe's value
     values.update(
         output_dir=None if output is None else str(output),
@@ -138,6 +152,7 @@ def sft(
     resume: Resume = False,
     train_vision: TrainVision = False,
     lora: Lora = False,
+    merge: Merge = False,
     settings: Settings = None,
     json_: Json = False,
 ) -> None:
@@ -172,6 +187,7 @@ def grpo(
     resume: Resume = False,
     train_vision: TrainVision = False,
     lora: Lora = False,
+    merge: Merge = False,
     judge: Judge = None,
     judge_base_url: JudgeBaseUrl = None,
     reward_model: RewardModel = None,

@@ -1,6 +1,7 @@
 """Environment checks: Python, this package, the database and HTTP client libraries, the
 optional extras (read from this package's own metadata, so the list follows
-``pyproject.toml``), torchvision (which must not be installed) and the GPU."""
+``pyproject.toml``), torchvision (which must not be installed, unless vLLM needs it) and the
+GPU."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ PACKAGE = "vlaa-data"
 _CORE_SHOWN = ("duckdb", "aiohttp")
 _EXTRA_NOTES = {
     "train": "; on CPU machines pip install torch==2.13.0 first (an unpinned torch breaks here)",
-    "gpu": " on a CUDA machine, on its own (vLLM pins its own transformers)",
+    "gpu": " on a CUDA machine (it pins vllm, torch and transformers to one tested set)",
 }
 
 
@@ -119,11 +120,14 @@ def _extra(extra: str, requirements: list[Any], note: str) -> Check:
 def _torchvision() -> Check:
     if find_spec("torchvision") is None:
         return env_check("torchvision", "ok", "not installed (nothing here needs it)")
+    version = _installed("torchvision") or "a version"
+    vllm = _installed("vllm")
+    if vllm is not None:  # vLLM pins torchvision to its torch: that pair is meant to work
+        return env_check("torchvision", "ok", f"{version} (vllm {vllm} needs it)")
     return env_check(
         "torchvision",
         "warn",
-        f"{_installed('torchvision') or 'a version'} is installed; on some torch builds it "
-        "breaks `import transformers`",
+        f"{version} is installed; on some torch builds it breaks `import transformers`",
         "pip uninstall torchvision",
     )
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from vlaa_data.errors import VlaaError
 from vlaa_data.evaluation.data import EvalRow
-from vlaa_data.hf import require, resolve_dtype
+from vlaa_data.hf import DEFAULT_MAX_PIXELS, adapter_base, require, resolve_dtype
 from vlaa_data.llm.backend import Backend
 from vlaa_data.llm.reply import CallFailed
 from vlaa_data.llm.request import ChatRequest, image_part
@@ -40,7 +40,9 @@ class GenerationSettings:
 
     ``batch_size`` is the rows per batched generation for in-process backends and the
     requests in flight for ``openai``; ``dtype`` applies to in-process models, ``device`` to
-    ``transformers`` (vLLM places its engine itself).
+    ``transformers`` (vLLM places its engine itself). ``max_pixels`` caps each image: the
+    in-process model's processor resizes to it (Qwen2-VL's ``max_pixels``), and images sent
+    to an endpoint are downscaled to it; None leaves the model's own limit.
     """
 
     backend: str = "transformers"
@@ -51,6 +53,7 @@ class GenerationSettings:
     dtype: str | None = None
     base_url: str | None = None
     timeout_s: float = 600.0
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def params(self) -> dict[str, Any]:
         return {"max_tokens": self.max_new_tokens, "temperature": self.temperature}
@@ -85,6 +88,7 @@ def check_backend(settings: GenerationSettings) -> None:
         ("batch_size", settings.batch_size, 1),
         ("max_new_tokens", settings.max_new_tokens, 1),
         ("temperature", settings.temperature, 0),
+        ("max_pixels", 1 if settings.max_pixels is None else settings.max_pixels, 1),
     ):
         if value < least:
             raise VlaaError(f"{name}: must be at least {least}, got {value}")
@@ -92,12 +96,21 @@ def check_backend(settings: GenerationSettings) -> None:
 
 def open_backend(model: str, settings: GenerationSettings) -> tuple[Backend, str]:
     """The backend that generates with ``model``, and the model name its requests carry."""
+    if settings.backend == "vllm" and adapter_base(model) is not None:
+        raise VlaaError(
+            f"{model} is a LoRA adapter: evaluate it with --backend transformers, or train "
+            "with --merge and evaluate the merged model with vllm"
+        )
     check_backend(settings)
     if settings.backend == "transformers":
         from vlaa_data.llm.local import TransformersBackend
 
         backend = TransformersBackend(
-            model, batch_size=settings.batch_size, device=settings.device, dtype=settings.dtype
+            model,
+            batch_size=settings.batch_size,
+            device=settings.device,
+            dtype=settings.dtype,
+            processor_max_pixels=settings.max_pixels,
         )
         return backend, model
     if settings.backend == "vllm":
@@ -106,6 +119,8 @@ def open_backend(model: str, settings: GenerationSettings) -> tuple[Backend, str
         engine: dict[str, Any] = {}
         if settings.dtype:
             engine["dtype"] = resolve_dtype(settings.dtype, "cuda")
+        if settings.max_pixels is not None:  # vLLM hands these to the model's HF processor
+            engine["mm_processor_kwargs"] = {"max_pixels": settings.max_pixels}
         return VllmBackend(model, batch_size=settings.batch_size, **engine), model
     from vlaa_data.llm.backends import BackendSpec, make_backend
     from vlaa_data.llm.presets import load_presets, resolve_endpoint
@@ -116,7 +131,7 @@ def open_backend(model: str, settings: GenerationSettings) -> tuple[Backend, str
         endpoint=endpoint,
         timeout_s=settings.timeout_s,
         max_retries=6,
-        max_pixels=None,
+        max_pixels=settings.max_pixels,
     )
     try:
         return make_backend(spec), endpoint.preset.model

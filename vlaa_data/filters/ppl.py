@@ -1,10 +1,12 @@
 """The PPL filter: perplexity of each sample's assistant turn under one or more local VLMs.
 
 A sample is the conversation an SFT export trains on (``chat_format``): the system prompt, the
-user's image and question, and the assistant's turn, ``assistant_text(reasoning, answer)``
-(target ``response``) or the bare answer (target ``answer``). Its PPL is the exp of the mean
-negative log-likelihood of the assistant tokens, everything the chat template writes after
-the generation prompt, given the rest. Each model writes score ``ppl:<model>`` (or
+user's image and question with its task instruction (``prompt_messages``, as the export
+builds it), and the assistant's turn, ``assistant_text(reasoning, answer)`` (target
+``response``) or the bare answer (target ``answer``). Its PPL is the exp of the mean negative
+log-likelihood of the assistant tokens, everything the chat template writes after the
+generation prompt, given the rest. Images are resized to at most ``max_pixels`` (default: the
+paper's eval setting, as ``eval``). Each model writes score ``ppl:<model>`` (or
 ``ppl_answer:<model>``) of the sample's current text; ``samples_view.ppl`` averages the ``ppl:``
 scores, the paper's average over models.
 
@@ -32,10 +34,16 @@ from typing import Any, NamedTuple
 from PIL import Image
 
 from vlaa_data import __version__
-from vlaa_data.chat_format import SYSTEM_PROMPT, assistant_text
+from vlaa_data.chat_format import assistant_text, prompt_messages
 from vlaa_data.errors import VlaaError
 from vlaa_data.filters.ppl_batches import can_splice, spliced_inputs
-from vlaa_data.hf import load_model_and_processor, load_processor, require
+from vlaa_data.hf import (
+    DEFAULT_MAX_PIXELS,
+    load_model_and_processor,
+    load_processor,
+    require,
+    set_max_pixels,
+)
 from vlaa_data.store.releases import ScoredText
 from vlaa_data.workspace import Workspace
 
@@ -61,6 +69,7 @@ class PplOptions:
     redo: bool = False  # score again samples that have a score of their current text
     backend: str = "transformers"
     device: str | None = None  # default: cuda when available, else cpu (transformers only)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # per image, as eval; None: the model's own
     command: str | None = None
 
 
@@ -226,6 +235,7 @@ def _score_rows(
         stats.ppl_sum += value
         detail = {"tokens": item.targets, "nll": nll, "target": options.target}
         detail["model"] = stats.model
+        detail["max_pixels"] = options.max_pixels
         rows.append(
             {
                 "sample_id": item.text.sample_id,
@@ -283,8 +293,7 @@ def _items(
     for text in texts:
         reply = text.response.strip()
         reply = assistant_text(text.reasoning, reply) if target == "response" else reply
-        user = [{"type": "image"}, {"type": "text", "text": text.question}]
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+        messages = prompt_messages(text.question, text.reward_type)  # the export's prompt
         render = processor.apply_chat_template
         prompts.append(render(messages, tokenize=False, add_generation_prompt=True))
         messages.append({"role": "assistant", "content": reply})
@@ -332,6 +341,7 @@ def _transformers(model_id: str, options: PplOptions, root: Path) -> _Backend:
     model, processor = load_model_and_processor(model_id, device=options.device)
     if not hasattr(processor, "image_processor"):
         raise VlaaError(f"{model_id} is not a vision-language model (no image processor)")
+    set_max_pixels(processor, options.max_pixels)
     processor.tokenizer.padding_side = "right"
     splice = can_splice(processor)
 
@@ -373,7 +383,11 @@ def _transformers(model_id: str, options: PplOptions, root: Path) -> _Backend:
 def _vllm(model_id: str, options: PplOptions, root: Path) -> _Backend:
     vllm = require("vllm", "gpu", "filter ppl --backend vllm")
     processor = load_processor(model_id)
-    engine = vllm.LLM(model=model_id, enable_prefix_caching=False)
+    set_max_pixels(processor, options.max_pixels)  # for the image token counts that sort
+    engine_kwargs: dict[str, Any] = {}
+    if options.max_pixels is not None:  # vLLM hands these to the model's HF processor
+        engine_kwargs["mm_processor_kwargs"] = {"max_pixels": options.max_pixels}
+    engine = vllm.LLM(model=model_id, enable_prefix_caching=False, **engine_kwargs)
     # Each prompt token's log-probability comes with its top alternative (vLLM always adds the
     # token itself); prefix caching is off above, as prompt log-probabilities need the full pass.
     params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=1)

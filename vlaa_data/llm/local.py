@@ -30,7 +30,7 @@ from typing import Any
 from PIL import Image
 
 from vlaa_data.errors import VlaaError
-from vlaa_data.hf import load_model_and_processor, require
+from vlaa_data.hf import load_model_and_processor, require, set_max_pixels
 from vlaa_data.llm.image_encoding import encode_data_url
 from vlaa_data.llm.reply import CallFailed, ChatReply, parse_completion
 from vlaa_data.llm.request import ChatRequest, ImagePart
@@ -188,7 +188,9 @@ class TransformersBackend(_BatchingBackend):
     Batches are left-padded; requests with different sampling settings go in separate
     batches. A ``seed`` seeds torch before its batch, so a sampled reply also depends on what
     else is in the batch; greedy replies (temperature 0) do not, beyond padding. Images are
-    downscaled to the request's ``max_pixels``, else the backend's.
+    downscaled to the request's ``max_pixels``, else the backend's; ``processor_max_pixels``
+    sets the processor's own resizing limit instead (Qwen2-VL's ``max_pixels``), which resizes
+    once, as the model was trained.
     """
 
     name = "transformers"
@@ -201,11 +203,13 @@ class TransformersBackend(_BatchingBackend):
         device: str | None = None,
         dtype: str | None = None,
         max_pixels: int | None = None,
+        processor_max_pixels: int | None = None,
     ) -> None:
         self._torch = require("torch", "train", "the transformers backend")
         require("transformers", "train", "the transformers backend")
         super().__init__(model, batch_size, max_pixels)
         self._model, self._processor = load_model_and_processor(model, device=device, dtype=dtype)
+        set_max_pixels(self._processor, processor_max_pixels)
         tokenizer = getattr(self._processor, "tokenizer", self._processor)
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:

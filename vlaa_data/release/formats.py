@@ -1,7 +1,8 @@
 """The three on-disk layouts of an exported release; each writer fills an empty folder.
 
-    hf         data/{split}-{i:05d}-of-{n:05d}-{digest}.parquet (images embedded); the dataset
-               card (README.md, whose ``configs`` list those files) is ``export``'s
+    hf         data/{split}-{i:05d}-of-{n:05d}-{digest}.parquet (images embedded), prompt.json
+               (the system prompt and task instructions); the dataset card (README.md, whose
+               ``configs`` list those files) is ``export``'s
     vlaa-json  VLAA-Thinking-SFT.json, VLAA-Thinking-GRPO.json (+ VLAA-Thinking-Test.json) + images/
     sharegpt   {name}_{split}.json for each split with rows, dataset_info.json + images/
 
@@ -18,7 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vlaa_data.chat_format import SYSTEM_PROMPT, assistant_text
+from vlaa_data.chat_format import (
+    PROMPT_FILE,
+    SYSTEM_PROMPT,
+    assistant_text,
+    prompt_messages,
+    prompt_record,
+    user_text,
+)
 from vlaa_data.errors import VlaaError
 from vlaa_data.store.releases import SPLITS, ReleaseRow
 
@@ -78,7 +86,8 @@ def hf_splits(out: Path) -> list[str]:
 
 def write_hf(out: Path, name: str, splits: Splits, root: Path, shard_rows: int) -> None:
     """Parquet shards of at most ``shard_rows`` rows, images embedded, in columns TRL reads as
-    they are (see ``_hf_record``). A split without rows gets no shard.
+    they are (see ``_hf_record``), and ``prompt.json``: how the prompts were built. A split
+    without rows gets no shard.
 
     Each shard's name ends in the first 16 hex digits of its sha256: a re-export that changes
     a shard changes its name, so neither ``datasets``' cache nor a Hub repo holding the earlier
@@ -98,6 +107,7 @@ def write_hf(out: Path, name: str, splits: Splits, root: Path, shard_rows: int) 
             pq.write_table(table, written, row_group_size=_ROW_GROUP_SIZE)
             stem = f"{split}-{index:05d}-of-{shards:05d}-{_sha256(written)[:16]}"
             written.rename(out / "data" / f"{stem}.parquet")
+    _write_json(out / PROMPT_FILE, prompt_record())
 
 
 def write_vlaa_json(out: Path, name: str, splits: Splits, root: Path, shard_rows: int) -> None:
@@ -144,7 +154,10 @@ def write_sharegpt(out: Path, name: str, splits: Splits, root: Path, shard_rows:
             {
                 "messages": [
                     {"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": f"<image>{row.question}"},
+                    {
+                        "role": "user",
+                        "content": f"<image>{user_text(row.question, row.reward_type)}",
+                    },
                     {"role": "assistant", "content": assistant_text(row.reasoning, row.response)},
                 ],
                 "images": [images[row.image_sha]],
@@ -197,11 +210,8 @@ def _hf_features() -> Any:
 def _hf_record(row: ReleaseRow, root: Path) -> dict[str, Any]:
     """TRL reads ``messages`` + ``image`` for SFT and ``prompt`` + ``image`` for GRPO (the other
     columns reach the reward functions as keyword arguments)."""
-    prompt = [
-        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-        # the image part's ``text`` is null: one struct type holds both kinds of part
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row.question}]},
-    ]
+    # the image part's ``text`` is null: one struct type holds both kinds of part
+    prompt = prompt_messages(row.question, row.reward_type)
     answer = assistant_text(row.reasoning, row.response)
     return {
         "id": row.sample_id,

@@ -29,6 +29,7 @@ class ScoredText:
     response: str
     question: str
     image_path: str
+    reward_type: str  # the question's task instruction follows from it (chat_format)
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ class ReleaseQueries:
         try:
             cursor.execute(
                 "SELECT v.id, v.source, v.text_result_id, coalesce(v.reasoning, ''), "
-                "coalesce(v.response, ''), v.question, i.path "
+                "coalesce(v.response, ''), v.question, i.path, v.reward_type "
                 "FROM samples_view v JOIN images i ON i.sha = v.image_sha "
                 f"WHERE {' AND '.join(where)} ORDER BY v.id",
                 params,

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from vlaa_data.hf import processor_without_video, require
 
-__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tiny_qwen2vl", "build_tiny_reward_model"]
+__all__ = [
+    "CHAT_TEMPLATE",
+    "SPECIAL_TOKENS",
+    "build_tiny_adapter",
+    "build_tiny_qwen2vl",
+    "build_tiny_reward_model",
+]
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -97,6 +103,30 @@ def build_tiny_qwen2vl(path: Path, *, seed: int = 0) -> Path:
     path = Path(path)
     model.save_pretrained(path)
     processor.save_pretrained(path)
+    return path
+
+
+def build_tiny_adapter(base: Path, path: Path, *, seed: int = 0) -> Path:
+    """A LoRA adapter for the tiny Qwen2-VL in ``base``, saved with the processor into ``path``
+    as ``train --lora`` saves one. Its weights are random, not zero (peft's default for the
+    second matrix), so that applying it changes what the model outputs."""
+    torch = require("torch", "train", "the tiny test model")
+    transformers = require("transformers", "train", "the tiny test model")
+    peft = require("peft", "train", "the tiny test adapter")
+    from vlaa_data.hf import load_processor
+
+    model = transformers.AutoModelForImageTextToText.from_pretrained(str(base))
+    torch.manual_seed(seed)
+    config = peft.LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
+    path = Path(path)
+    peft.get_peft_model(model, config).save_pretrained(path)
+    load_processor(base).save_pretrained(path)
     return path
 
 

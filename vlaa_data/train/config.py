@@ -36,6 +36,7 @@ from trl import GRPOConfig, SFTConfig  # noqa: E402  (after the check that names
 
 __all__ = [
     "KINDS",
+    "KL_CONTROLS",
     "GrpoTrainConfig",
     "SftTrainConfig",
     "TrainConfig",
@@ -58,6 +59,9 @@ _LANGUAGE_PROJECTIONS = [
 ]
 
 
+KL_CONTROLS = ("fixed", "linear", "adaptive")
+
+
 @dataclass
 class _OurFields:
     """What vlaa-data adds to both TRL configs."""
@@ -74,11 +78,25 @@ class _OurFields:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = field(default_factory=lambda: list(_LANGUAGE_PROJECTIONS))
+    merge: bool = field(
+        default=False,
+        metadata={
+            "help": "With lora: save the model with the adapter merged in the output dir, the "
+            "adapter in its adapter/ folder."
+        },
+    )
     global_batch_size: int | None = field(
         default=None,
         metadata={
             "help": "Examples (GRPO: completions) per optimizer step over all processes; sets "
             "gradient_accumulation_steps = global / (per device x WORLD_SIZE)."
+        },
+    )
+    max_pixels: int | None = field(
+        default=None,
+        metadata={
+            "help": "Resize each image to at most this many pixels (the max_pixels of "
+            "Qwen2-VL-style processors); None: the model's own limit."
         },
     )
 
@@ -91,9 +109,27 @@ class SftTrainConfig(_OurFields, SFTConfig):
 
 @dataclass
 class GrpoTrainConfig(_OurFields, GRPOConfig):
+    kl_control: str = field(
+        default="fixed",
+        metadata={
+            "help": "How the KL coefficient moves from beta: fixed, linear (to beta_final by the "
+            "last step) or adaptive (OpenRLHF's controller, towards kl_target)."
+        },
+    )
     beta_final: float | None = field(
         default=None,
-        metadata={"help": "Anneal the KL coefficient linearly from beta to this by the last step."},
+        metadata={"help": "kl_control linear: the KL coefficient at the last step."},
+    )
+    kl_target: float | None = field(
+        default=None,
+        metadata={"help": "kl_control adaptive: the KL divergence the coefficient steers to."},
+    )
+    kl_horizon: int = field(
+        default=10000,
+        metadata={
+            "help": "kl_control adaptive: completions over which a KL off target by 20% or "
+            "more changes the coefficient by 20%."
+        },
     )
     judge: str | None = field(default=None, metadata={"help": "Preset grading open-ended rows."})
     judge_base_url: str | None = None
@@ -109,6 +145,21 @@ class GrpoTrainConfig(_OurFields, GRPOConfig):
             "</think>; else 0). False reads answers as verify does."
         },
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kl_control not in KL_CONTROLS:
+            raise ValueError(
+                f"kl_control: {self.kl_control!r} is not one of {', '.join(KL_CONTROLS)}"
+            )
+        if self.kl_control != "fixed" and self.beta <= 0:
+            raise ValueError(f"kl_control {self.kl_control} needs beta > 0 to move it from")
+        if (self.kl_control == "linear") != (self.beta_final is not None):
+            raise ValueError("beta_final goes with kl_control linear, which needs it")
+        if self.kl_control == "adaptive" and not (self.kl_target or 0) > 0:
+            raise ValueError("kl_control adaptive needs kl_target > 0")
+        if self.kl_horizon < 1:
+            raise ValueError(f"kl_horizon: must be at least 1, got {self.kl_horizon}")
 
 
 TrainConfig = SftTrainConfig | GrpoTrainConfig

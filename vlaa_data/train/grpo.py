@@ -17,9 +17,11 @@ from vlaa_data.hf import require
 from vlaa_data.rewards.math_pool import MathVerifier
 from vlaa_data.rewards.open_scorers import open_scorer_from
 from vlaa_data.rewards.registry import MixedReward
-from vlaa_data.train.callbacks import BetaAnnealing
+from vlaa_data.train.batches import fit_batches
+from vlaa_data.train.callbacks import AdaptiveKl, BetaAnnealing
 from vlaa_data.train.config import GrpoTrainConfig
 from vlaa_data.train.data import grpo_dataset, load_split
+from vlaa_data.train.resume import exact_resume
 from vlaa_data.train.rewards import type_rewards
 from vlaa_data.train.run import (
     TrainOptions,
@@ -41,8 +43,6 @@ def build_grpo_trainer(options: TrainOptions) -> tuple[Any, Any, MixedReward, li
     assert isinstance(config, GrpoTrainConfig)
     if config.use_vllm and importlib.util.find_spec("vllm") is None:
         raise VlaaError("use_vllm needs vllm, which is not installed: pip install 'vlaa-data[gpu]'")
-    if config.beta_final is not None and config.beta == 0:
-        raise VlaaError("beta_final anneals the KL coefficient: it needs beta > 0")
     open_scorer = open_scorer_from(
         config.judge,
         base_url=config.judge_base_url,
@@ -60,6 +60,9 @@ def build_grpo_trainer(options: TrainOptions) -> tuple[Any, Any, MixedReward, li
         )
     if len(dataset) == 0:
         raise VlaaError(f"{options.data}: no rl rows to train on")
+    fitted = fit_batches(config, len(dataset))
+    if fitted is not None:
+        notes.append(fitted)
     model, processor = load_policy(options.model, config)
     mixed = MixedReward(
         math=MathVerifier(deadline_s=config.math_deadline_s),
@@ -67,20 +70,37 @@ def build_grpo_trainer(options: TrainOptions) -> tuple[Any, Any, MixedReward, li
         strict=config.strict_format,
     )
     try:
-        trainer = trl.GRPOTrainer(
+        trainer = exact_resume(trl.GRPOTrainer)(
             model=model,
             reward_funcs=type_rewards(dataset["reward_type"], mixed),
             args=config,
             train_dataset=dataset,
             processing_class=processor,
-            peft_config=peft_config(config),
+            peft_config=peft_config(config, model),
         )
     except BaseException:
         mixed.close()
         raise
-    if config.beta_final is not None:
-        trainer.add_callback(BetaAnnealing(trainer, config.beta, config.beta_final))
+    kl_callback = _kl_callback(trainer, config)
+    if kl_callback is not None:
+        trainer.add_callback(kl_callback)
     return trainer, checkpoint, mixed, notes
+
+
+def _kl_callback(trainer: Any, config: GrpoTrainConfig) -> Any:
+    """The callback that moves the KL coefficient as ``kl_control`` says (None: fixed)."""
+    if config.kl_control == "linear":
+        assert config.beta_final is not None  # the config checks it
+        return BetaAnnealing(trainer, config.beta, config.beta_final)
+    if config.kl_control == "adaptive":
+        assert config.kl_target is not None  # the config checks it
+        completions = (
+            trainer.args.per_device_train_batch_size
+            * trainer.args.gradient_accumulation_steps
+            * trainer.args.world_size
+        )
+        return AdaptiveKl(trainer, config.beta, config.kl_target, config.kl_horizon, completions)
+    return None
 
 
 def run_grpo(options: TrainOptions) -> TrainReport:

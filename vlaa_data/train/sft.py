@@ -7,6 +7,7 @@ from typing import Any
 
 from vlaa_data.hf import require
 from vlaa_data.train.data import load_split, sft_dataset
+from vlaa_data.train.resume import exact_resume
 from vlaa_data.train.run import (
     TrainOptions,
     TrainReport,
@@ -29,12 +30,12 @@ def build_sft_trainer(options: TrainOptions) -> tuple[Any, Path | None]:
     config, checkpoint = prepare("sft", options)
     dataset = sft_dataset(load_split(options.data, "sft"))
     model, processor = load_policy(options.model, config)
-    trainer = trl.SFTTrainer(
+    trainer = exact_resume(trl.SFTTrainer)(
         model=model,
         args=config,
         train_dataset=dataset,
         processing_class=processor,
-        peft_config=peft_config(config),
+        peft_config=peft_config(config, model),
     )
     return trainer, checkpoint
 
