@@ -108,3 +108,17 @@ def test_an_open_scorer_reads_the_question_of_a_prompt_with_an_image_part(
     reward = MixedReward(math=math, open_scorer=Questions())
     rewards = reward([prompt], [r1("a dog")], reward_type=["open"], solution=["a dog"])
     assert rewards == [0.5] and Questions.seen == ["Q?"]
+
+
+def test_one_table_of_reward_types_serves_collect_verify_and_eval() -> None:
+    from vlaa_data import answers
+    from vlaa_data.evaluation.scoring import IOU_CORRECT
+    from vlaa_data.rewards.registry import REWARD_TYPES, is_correct
+    from vlaa_data.rewards.verdict import RULE_TYPES
+
+    assert set(REWARD_TYPES) == set(answers.REWARD_TYPES)
+    assert RULE_TYPES == ("digit", "choice", "math", "iou")
+    assert IOU_CORRECT == REWARD_TYPES["iou"].correct_from == 0.5
+    assert is_correct("iou", 0.6) and not is_correct("iou", 0.6, iou_threshold=0.7)
+    assert is_correct("digit", 1.0) and not is_correct("digit", 0.0)
+    assert is_correct("open", 0.9) is None and is_correct("digit", None) is None

@@ -23,6 +23,7 @@ from vlaa_data.cli.app import (
     rate,
 )
 from vlaa_data.errors import VlaaError
+from vlaa_data.sources import adapter_names
 
 
 def _parse_map(pairs: list[str]) -> dict[str, str]:
@@ -35,13 +36,16 @@ def _parse_map(pairs: list[str]) -> dict[str, str]:
     return mapping
 
 
+# The adapters as registered, so a new one shows in --help without touching this file.
+_ADAPTERS = ", ".join(name for name in adapter_names() if not name.startswith("synthetic"))
+
+
 @app.command()
 def collect(
     source: Annotated[
         str,
         typer.Argument(
-            help="An adapter (clevr-math, math-puma, arxivqa, docvqa, vizwiz, allava-laion, "
-            "llava-cot, geoqa170k, vlaa-thinking), synthetic[:kind], a file "
+            help=f"An adapter ({_ADAPTERS}), synthetic[:kind], a file "
             "(.jsonl .json .parquet .csv), a dataset folder, or a Hub dataset id.",
             show_default=False,
         ),

@@ -5,7 +5,8 @@ model. Rewards come from ``MixedReward``, the GRPO reward function itself, so an
 and a training run can never disagree on what a completion earns.
 
 A row is *correct* when its reward is 1 (digit, choice, math), or for ``iou`` when the boxes
-overlap with IoU >= 0.5, the usual grounding threshold; ``open`` rows have a score, not a
+overlap with IoU >= 0.5, the usual grounding threshold (the rule table in
+``rewards.registry``, which verify uses too); ``open`` rows have a score, not a
 right or wrong, so ``correct`` stays None for them.
 
 Answers are read strictly, in the training format: only the last ``<answer>`` block after
@@ -21,11 +22,12 @@ from vlaa_data.answers import REWARD_TYPES
 from vlaa_data.evaluation.data import EvalRow
 from vlaa_data.rewards.math_pool import MathVerifier
 from vlaa_data.rewards.open_scorers import OpenScorer
-from vlaa_data.rewards.registry import Graded, MixedReward
+from vlaa_data.rewards.registry import REWARD_TYPES as TYPE_TABLE
+from vlaa_data.rewards.registry import Graded, MixedReward, is_correct
 
 __all__ = ["IOU_CORRECT", "NO_ANSWER", "SampleScore", "is_correct", "score_completions"]
 
-IOU_CORRECT = 0.5
+IOU_CORRECT = TYPE_TABLE["iou"].correct_from
 NO_ANSWER = "no answer"  # the note of a format failure: nothing could be extracted
 
 
@@ -37,15 +39,6 @@ class SampleScore:
     reward: float | None
     correct: bool | None
     note: str | None = None
-
-
-def is_correct(reward_type: str, reward: float | None) -> bool | None:
-    """Whether a reward counts as a right answer; None where the question does not apply."""
-    if reward is None or reward_type == "open":
-        return None
-    if reward_type == "iou":
-        return reward >= IOU_CORRECT
-    return reward >= 1.0
 
 
 def score_completions(

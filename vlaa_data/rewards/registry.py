@@ -12,7 +12,7 @@ None, which TRL ignores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,13 +32,16 @@ from vlaa_data.rewards.math_pool import MathCheck, MathVerifier, is_plain_number
 from vlaa_data.rewards.open_scorers import OpenCase, OpenScorer
 
 __all__ = [
+    "REWARD_TYPES",
     "SCORERS",
     "Graded",
     "MixedReward",
     "RewardCase",
+    "RewardType",
     "Scorer",
     "grade_many",
     "iou",
+    "is_correct",
     "math_reward",
     "score",
 ]
@@ -124,7 +127,47 @@ def math_reward(check: MathCheck) -> float | None:
     return None if check.reason == "gold_unparseable" else float(bool(check.equal))
 
 
-SCORERS: dict[str, Scorer] = {"digit": digit, "choice": choice, "iou": iou_reward}
+@dataclass(frozen=True)
+class RewardType:
+    """One reward type, everything the graders need to know of it in one place.
+
+    ``scorer`` turns an answer and a gold into a reward (None for ``math``, checked in a
+    Math-Verify batch, and ``open``, scored by a judge or reward model); ``reader`` says whether
+    an answer holds anything in the type's form at all (an answer without one is undecided,
+    not wrong); ``by_rules``: ``verify`` decides it without a model; ``correct_from``: the
+    reward from which an answer counts as correct (``iou``: the IoU threshold, by default).
+    """
+
+    name: str
+    scorer: Scorer | None = None
+    reader: Callable[[str | None], Any] | None = None
+    by_rules: bool = True
+    correct_from: float = 1.0
+
+
+REWARD_TYPES: dict[str, RewardType] = {
+    kind.name: kind
+    for kind in (
+        RewardType("digit", digit, read_number),
+        RewardType("choice", choice, read_choice),
+        RewardType("math"),
+        RewardType("iou", iou_reward, read_box, correct_from=0.5),
+        RewardType("open", by_rules=False),
+    )
+}
+SCORERS: dict[str, Scorer] = {k: t.scorer for k, t in REWARD_TYPES.items() if t.scorer}
+
+
+def is_correct(
+    reward_type: str, reward: float | None, *, iou_threshold: float | None = None
+) -> bool | None:
+    """Whether a reward counts as a right answer; None where the question does not apply (no
+    reward, or an open-ended type, which has a score and no right or wrong)."""
+    kind = REWARD_TYPES.get(reward_type)
+    if reward is None or kind is None or not kind.by_rules:
+        return None
+    threshold = iou_threshold if reward_type == "iou" and iou_threshold else kind.correct_from
+    return reward >= threshold
 
 
 @dataclass(frozen=True)
@@ -214,16 +257,15 @@ def _by_rule(case: RewardCase, final: Final) -> Graded:
         reward = choice(text, case.gold)
     else:
         reward = SCORERS[kind](text, case.gold, image_size=case.image_size)
+    read = REWARD_TYPES[kind].reader
+    assert read is not None  # every type with a scorer has a reader
     if reward is None:
-        readable = _READERS[kind](gold_answer(case.gold).text) is not None
+        readable = read(gold_answer(case.gold).text) is not None
         note = "not_comparable" if readable else "gold_unreadable"
         return Graded(None, final.text, note, decided=False)
-    if reward == 0 and kind != "iou" and _READERS[kind](text) is None:
+    if reward == 0 and kind != "iou" and read(text) is None:
         return Graded(0.0, final.text, f"no_{kind}_in_answer", decided=False)
     return Graded(reward, final.text)
-
-
-_READERS: dict[str, Any] = {"digit": read_number, "choice": read_choice, "iou": read_box}
 
 
 def _math_text(final: Final) -> str:

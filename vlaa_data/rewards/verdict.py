@@ -17,11 +17,11 @@ from typing import Any
 
 from vlaa_data.rewards.extract import read_box
 from vlaa_data.rewards.math_pool import MathVerifier
-from vlaa_data.rewards.registry import Graded, RewardCase, grade_many
+from vlaa_data.rewards.registry import REWARD_TYPES, Graded, RewardCase, grade_many, is_correct
 
 __all__ = ["RULE_TYPES", "Case", "RuleVerifier", "Verdict"]
 
-RULE_TYPES = ("digit", "choice", "math", "iou")
+RULE_TYPES = tuple(name for name, kind in REWARD_TYPES.items() if kind.by_rules)
 VERDICTS = ("correct", "incorrect", "unverifiable")
 
 
@@ -99,10 +99,9 @@ class RuleVerifier:
             return Verdict("incorrect", kind, graded.answer, 0.0, "no_answer")
         if not graded.decided or graded.reward is None:
             return Verdict("unverifiable", kind, graded.answer, note=graded.note)
+        correct = is_correct(kind, graded.reward, iou_threshold=self.iou_threshold)
+        verdict = "correct" if correct else "incorrect"
         if kind == "iou":
-            correct = graded.reward >= self.iou_threshold
             note = None if correct else ("no_box" if read_box(graded.answer) is None else "low_iou")
-            verdict = "correct" if correct else "incorrect"
             return Verdict(verdict, kind, graded.answer, graded.reward, note)
-        verdict = "correct" if graded.reward == 1 else "incorrect"
         return Verdict(verdict, kind, graded.answer, graded.reward, graded.note)
