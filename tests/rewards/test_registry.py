@@ -122,3 +122,35 @@ def test_one_table_of_reward_types_serves_collect_verify_and_eval() -> None:
     assert is_correct("iou", 0.6) and not is_correct("iou", 0.6, iou_threshold=0.7)
     assert is_correct("digit", 1.0) and not is_correct("digit", 0.0)
     assert is_correct("open", 0.9) is None and is_correct("digit", None) is None
+
+
+def test_a_new_reward_type_is_one_entry_of_the_table(
+    math: MathVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A toy type, registered in the table alone, is graded by reward, train and verify."""
+    from vlaa_data.rewards.extract import read_number
+    from vlaa_data.rewards.registry import REWARD_TYPES, RewardType
+    from vlaa_data.rewards.verdict import Case, RuleVerifier
+
+    def parity(answer: str, gold: str, *, image_size=None) -> float | None:
+        number = read_number(answer)
+        return (
+            None
+            if gold not in ("even", "odd")
+            else float(number is not None and ("even" if number % 2 == 0 else "odd") == gold)
+        )
+
+    monkeypatch.setitem(REWARD_TYPES, "parity", RewardType("parity", parity, read_number))
+    assert score("parity", r1("4"), "even", math=math) == 1.0
+    assert score("parity", r1("4"), "odd", math=math) == 0.0
+    rewards = MixedReward(math=math)(
+        ["q"] * 2, [r1("7"), r1("no idea")], reward_type=["parity"] * 2, solution=["odd"] * 2
+    )
+    assert rewards == [1.0, 0.0]
+    verdicts = RuleVerifier(math).decide_many(
+        [Case("parity", "Answer: 7", "odd"), Case("parity", "Answer: many", "odd")]
+    )
+    assert [(v.verdict, v.method, v.note) for v in verdicts] == [
+        ("correct", "parity", None),
+        ("unverifiable", "parity", "no_parity_in_answer"),
+    ]

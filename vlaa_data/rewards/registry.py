@@ -33,7 +33,6 @@ from vlaa_data.rewards.open_scorers import OpenCase, OpenScorer
 
 __all__ = [
     "REWARD_TYPES",
-    "SCORERS",
     "Graded",
     "MixedReward",
     "RewardCase",
@@ -155,7 +154,6 @@ REWARD_TYPES: dict[str, RewardType] = {
         RewardType("open", by_rules=False),
     )
 }
-SCORERS: dict[str, Scorer] = {k: t.scorer for k, t in REWARD_TYPES.items() if t.scorer}
 
 
 def is_correct(
@@ -226,7 +224,7 @@ def grade_many(
             else:
                 value = open_scorer(final.text, case.gold, image_size=case.image_size)
                 graded[i] = Graded(value, final.text, None if value is not None else "no_grade")
-        elif case.reward_type in SCORERS:
+        elif case.reward_type in REWARD_TYPES:
             graded[i] = _by_rule(case, final)
         else:
             raise ValueError(f"unknown reward type {case.reward_type!r}")
@@ -256,9 +254,10 @@ def _by_rule(case: RewardCase, final: Final) -> Graded:
         text = letter or by_value or text
         reward = choice(text, case.gold)
     else:
-        reward = SCORERS[kind](text, case.gold, image_size=case.image_size)
-    read = REWARD_TYPES[kind].reader
-    assert read is not None  # every type with a scorer has a reader
+        scorer = REWARD_TYPES[kind].scorer
+        assert scorer is not None  # a type graded here has one (math and open go elsewhere)
+        reward = scorer(text, case.gold, image_size=case.image_size)
+    read = REWARD_TYPES[kind].reader or (lambda text: text)
     if reward is None:
         readable = read(gold_answer(case.gold).text) is not None
         note = "not_comparable" if readable else "gold_unreadable"
@@ -296,7 +295,7 @@ def score(
     """The reward of one completion; ``strict`` reads only the paper's output format."""
     if reward_type == "math" and math is None:
         raise ValueError("math rewards need a MathVerifier")
-    if reward_type not in SCORERS and reward_type not in ("math", "open"):
+    if reward_type not in REWARD_TYPES:
         raise ValueError(f"unknown reward type {reward_type!r}")
     region = split_completion(completion, reasoning, strict=strict).answer
     case = RewardCase(reward_type, region, gold, question, image_size)

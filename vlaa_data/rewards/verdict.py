@@ -80,7 +80,7 @@ class RuleVerifier:
     def decide_many(self, cases: Sequence[Case]) -> list[Verdict]:
         reward_cases = [
             RewardCase(
-                c.reward_type if c.reward_type in RULE_TYPES else "open",
+                c.reward_type if _by_rules(c.reward_type) else "open",
                 c.answer,
                 c.gold,
                 c.question,
@@ -93,7 +93,7 @@ class RuleVerifier:
 
     def _verdict(self, case: Case, graded: Graded) -> Verdict:
         kind = case.reward_type
-        if kind not in RULE_TYPES:
+        if not _by_rules(kind):
             return Verdict("unverifiable", "rules", graded.answer, note="open_ended")
         if graded.note == "no_answer":
             return Verdict("incorrect", kind, graded.answer, 0.0, "no_answer")
@@ -105,3 +105,8 @@ class RuleVerifier:
             note = None if correct else ("no_box" if read_box(graded.answer) is None else "low_iou")
             return Verdict(verdict, kind, graded.answer, graded.reward, note)
         return Verdict(verdict, kind, graded.answer, graded.reward, graded.note)
+
+
+def _by_rules(reward_type: str) -> bool:
+    kind = REWARD_TYPES.get(reward_type)
+    return kind is not None and kind.by_rules
