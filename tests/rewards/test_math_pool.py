@@ -53,8 +53,9 @@ def test_a_hanging_input_is_cut_at_the_deadline_and_the_pool_goes_on(
     results = verifier.check_many([("3", HANGS), ("2", "2"), ("5", "$\\frac{10}{2}$")])
     elapsed = time.monotonic() - started
     assert results == [MathCheck(None, "timeout"), MathCheck(True), MathCheck(True)]
-    # The deadline, once more the second deadline, plus a little; never the minutes of the hang.
-    assert elapsed < 1.5 + 2.0 + 1.0
+    # The deadline, then the second deadline on a fresh worker (whose start, imports of sympy,
+    # takes seconds on a loaded machine); never the minutes of the hang.
+    assert elapsed < 1.5 + 2.0 + 10.0
     # The killed worker was replaced: the pool still answers.
     assert verifier.check_many([("7", "7")] * 4) == [MathCheck(True)] * 4
 
