@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from vlaa_data.errors import QueryError, VlaaError
-from vlaa_data.store import MIGRATIONS, Store
+from vlaa_data.store import MIGRATIONS, RunHandle, Store
 from vlaa_data.workspace import Workspace
 
 
@@ -184,3 +187,61 @@ def test_sql_reports_bad_queries_in_one_line(workspace: Path) -> None:
 def test_read_only_connection_cannot_write_even_past_the_check(workspace: Path) -> None:
     with Workspace.open(workspace, write=False) as ws, pytest.raises(duckdb.Error):
         ws.store.con.execute("CREATE TABLE x (a INT)")
+
+
+class _Budget(Exception):
+    pass
+
+
+def _body(ending: str, handle: RunHandle) -> None:
+    handle.counts = {"done": 1}
+    if ending == "stopped":
+        handle.stopped = "budget"
+    elif ending == "interrupted":
+        raise KeyboardInterrupt
+    elif ending == "cancelled":
+        raise asyncio.CancelledError
+    elif ending == "failed":
+        raise _Budget("spent\nsecond line")
+
+
+@pytest.mark.parametrize(
+    ("ending", "status", "raised"),
+    [
+        ("finished", "finished", None),
+        ("stopped", "stopped", None),
+        ("interrupted", "interrupted", KeyboardInterrupt),
+        ("cancelled", "interrupted", asyncio.CancelledError),
+        ("failed", "failed", _Budget),
+    ],
+)
+def test_a_run_records_how_its_body_ended(
+    tmp_path: Path, ending: str, status: str, raised: type[BaseException] | None
+) -> None:
+    store = Store(tmp_path / "runs.duckdb", read_only=False)
+    with contextlib.ExitStack() as stack:
+        if raised is not None:
+            stack.enter_context(pytest.raises(raised))
+        with store.run("vlaa-data test", "0", {"k": 1}) as handle:
+            assert store.con.execute(
+                "SELECT status FROM runs WHERE id = ?", [handle.id]
+            ).fetchall() == [("running",)]
+            _body(ending, handle)
+    [(recorded, counts, ended)] = store.con.execute(
+        "SELECT status, counts, ended_at IS NOT NULL FROM runs"
+    ).fetchall()
+    expected = {"done": 1, "error": "spent"} if status == "failed" else {"done": 1}
+    assert (recorded, json.loads(counts), ended) == (status, expected, True)
+
+
+def test_a_run_reads_its_counts_on_exit_and_leaves_a_callers_run_alone(tmp_path: Path) -> None:
+    store = Store(tmp_path / "runs.duckdb", read_only=False)
+    counts = {"done": 0}
+    with store.run("vlaa-data outer", "0", {}) as outer:
+        outer.counts = lambda: dict(counts)
+        with store.run("vlaa-data inner", "0", {}, run_id=outer.id) as inner:
+            assert inner.id == outer.id
+        assert store.con.execute("SELECT status FROM runs").fetchall() == [("running",)]
+        counts["done"] = 3
+    [(recorded, saved)] = store.con.execute("SELECT status, counts FROM runs").fetchall()
+    assert (recorded, json.loads(saved)) == ("finished", {"done": 3})

@@ -24,6 +24,7 @@ from vlaa_data.cli.app import (
     print_json,
 )
 from vlaa_data.hf import DEFAULT_MAX_PIXELS
+from vlaa_data.llm.backends import backend_help
 
 _COLUMNS = ("group", "n>", "scored>", "accuracy>", "mean reward>", "no answer>", "truncated>")
 
@@ -54,8 +55,7 @@ def evaluate(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="transformers, vllm (in-process, GPU) or openai (an OpenAI-compatible endpoint) "
-            "[default: openai with --base-url, else transformers]."
+            help=f"{backend_help()} [default: openai with --base-url, else transformers]."
         ),
     ] = None,
     base_url: Annotated[

@@ -32,6 +32,7 @@ from vlaa_data.cli.app import (
     print_json,
 )
 from vlaa_data.errors import VlaaError
+from vlaa_data.llm.backends import backend_help
 from vlaa_data.steps.llm_step import LlmOptions
 
 _EXAMPLES = {
@@ -90,10 +91,7 @@ def _llm_flags(
     ] = None,
     backend: Annotated[
         str,
-        typer.Option(
-            help="openai (any OpenAI-compatible HTTP endpoint), "
-            "transformers or vllm (an in-process model: --model is a path or Hub id)."
-        ),
+        typer.Option(help=f"{backend_help()}. In-process, --model is a path or Hub id."),
     ] = "openai",
     concurrency: Annotated[
         int | None, typer.Option(min=1, help="Requests in flight (default: 64).")

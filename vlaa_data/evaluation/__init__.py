@@ -11,13 +11,12 @@ run.py       ``run_eval``: all of the above, in order
 from __future__ import annotations
 
 from vlaa_data.evaluation.data import EvalRow, load_split
-from vlaa_data.evaluation.generate import BACKENDS, Generation, GenerationSettings
+from vlaa_data.evaluation.generate import Generation, GenerationSettings
 from vlaa_data.evaluation.report import EvalReport, GroupStats
 from vlaa_data.evaluation.run import EvalOptions, default_output, run_eval
 from vlaa_data.evaluation.scoring import SampleScore, score_completions
 
 __all__ = [
-    "BACKENDS",
     "EvalOptions",
     "EvalReport",
     "EvalRow",

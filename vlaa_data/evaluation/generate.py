@@ -1,28 +1,29 @@
 """Generating one completion per row with the backends the pipeline's LLM steps use.
 
-``transformers`` and ``vllm`` run the model in this process and batch on their own
-(``vlaa_data.llm.local``); ``openai`` sends each row to an OpenAI-compatible endpoint, such as a
-checkpoint served with ``vllm serve`` (``vlaa_data.llm.http``). The prompt is the export's own
-(RECIPE.md's system prompt, then the image and the question), so a model is evaluated on
-exactly what it was trained to answer.
+Any registered backend serves (``vlaa_data.llm.backends``): ``transformers`` and ``vllm`` run
+the model in this process and batch on their own (``vlaa_data.llm.local``); ``openai`` sends
+each row to an OpenAI-compatible endpoint, such as a checkpoint served with ``vllm serve``
+(``vlaa_data.llm.http``). The prompt is the export's own (RECIPE.md's system prompt, then the
+image and the question), so a model is evaluated on exactly what it was trained to answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from vlaa_data.errors import VlaaError
 from vlaa_data.evaluation.data import EvalRow
-from vlaa_data.hf import DEFAULT_MAX_PIXELS, adapter_base, require, resolve_dtype
+from vlaa_data.hf import DEFAULT_MAX_PIXELS, adapter_base
 from vlaa_data.llm.backend import Backend
+from vlaa_data.llm.backends import BackendSpec, backend_kind, endpoint_for, make_backend
+from vlaa_data.llm.fanout import complete_all
+from vlaa_data.llm.presets import load_presets
 from vlaa_data.llm.reply import CallFailed
 from vlaa_data.llm.request import ChatRequest, image_part
 
 __all__ = [
-    "BACKENDS",
     "Generation",
     "GenerationSettings",
     "check_backend",
@@ -30,8 +31,6 @@ __all__ = [
     "open_backend",
     "request_for",
 ]
-
-BACKENDS = ("transformers", "vllm", "openai")
 
 
 @dataclass(frozen=True)
@@ -75,15 +74,12 @@ class Generation:
 
 def check_backend(settings: GenerationSettings) -> None:
     """Fail now, before data or model are loaded, when the backend's packages are missing."""
-    if settings.backend not in BACKENDS:
-        raise VlaaError(f"unknown backend {settings.backend!r}; use one of {', '.join(BACKENDS)}")
-    if settings.backend == "vllm":
-        require("vllm", "gpu", "the vllm backend")
-    elif settings.backend == "transformers":
-        require("torch", "train", "the transformers backend")
-        require("transformers", "train", "the transformers backend")
-    elif not settings.base_url:
-        raise VlaaError("the openai backend needs --base-url (the endpoint serving the model)")
+    kind = backend_kind(settings.backend)
+    kind.check()
+    if not kind.in_process and not settings.base_url:
+        raise VlaaError(
+            f"the {kind.name} backend needs --base-url (the endpoint serving the model)"
+        )
     for name, value, least in (
         ("batch_size", settings.batch_size, 1),
         ("max_new_tokens", settings.max_new_tokens, 1),
@@ -102,36 +98,20 @@ def open_backend(model: str, settings: GenerationSettings) -> tuple[Backend, str
             "with --merge and evaluate the merged model with vllm"
         )
     check_backend(settings)
-    if settings.backend == "transformers":
-        from vlaa_data.llm.local import TransformersBackend
-
-        backend = TransformersBackend(
-            model,
-            batch_size=settings.batch_size,
-            device=settings.device,
-            dtype=settings.dtype,
-            processor_max_pixels=settings.max_pixels,
-        )
-        return backend, model
-    if settings.backend == "vllm":
-        from vlaa_data.llm.local import VllmBackend
-
-        engine: dict[str, Any] = {}
-        if settings.dtype:
-            engine["dtype"] = resolve_dtype(settings.dtype, "cuda")
-        if settings.max_pixels is not None:  # vLLM hands these to the model's HF processor
-            engine["mm_processor_kwargs"] = {"max_pixels": settings.max_pixels}
-        return VllmBackend(model, batch_size=settings.batch_size, **engine), model
-    from vlaa_data.llm.backends import BackendSpec, make_backend
-    from vlaa_data.llm.presets import load_presets, resolve_endpoint
-
-    endpoint = resolve_endpoint(model, load_presets(), base_url=settings.base_url)
+    in_process = backend_kind(settings.backend).in_process
+    endpoint = endpoint_for(settings.backend, model, load_presets(), base_url=settings.base_url)
     spec = BackendSpec(
-        kind="openai",
+        kind=settings.backend,
         endpoint=endpoint,
         timeout_s=settings.timeout_s,
         max_retries=6,
-        max_pixels=settings.max_pixels,
+        # An in-process model's processor resizes once, as the model was trained; an endpoint
+        # gets images already downscaled.
+        max_pixels=None if in_process else settings.max_pixels,
+        batch_size=settings.batch_size,
+        device=settings.device,
+        dtype=settings.dtype,
+        processor_max_pixels=settings.max_pixels,
     )
     try:
         return make_backend(spec), endpoint.preset.model
@@ -172,38 +152,14 @@ def generate(
 
     The backend is closed at the end (it frees the model): one backend serves one evaluation.
     """
-    return asyncio.run(_generate(rows, backend, model, settings, on_done))
-
-
-async def _generate(
-    rows: Sequence[EvalRow],
-    backend: Backend,
-    model: str,
-    settings: GenerationSettings,
-    on_done: Callable[[int, int], None] | None,
-) -> list[Generation]:
     # In-process backends batch what is queued: keep a second batch waiting while one runs.
-    in_flight = settings.batch_size * (1 if settings.backend == "openai" else 2)
-    gate = asyncio.Semaphore(in_flight)
-    finished = 0
+    in_flight = settings.batch_size * (2 if backend_kind(settings.backend).in_process else 1)
     params = settings.params()
-
-    async def one(row: EvalRow) -> Generation:
-        nonlocal finished
-        async with gate:
-            try:
-                reply = await backend.complete(request_for(row, model, params))
-                result = Generation(
-                    reply.content, reply.reasoning, reply.finish_reason, reply.tokens_out
-                )
-            except CallFailed as exc:
-                result = Generation("", error=str(exc))
-        finished += 1
-        if on_done is not None:
-            on_done(finished, len(rows))
-        return result
-
-    try:
-        return await asyncio.gather(*(one(row) for row in rows))
-    finally:
-        await backend.aclose()
+    requests = [request_for(row, model, params) for row in rows]
+    replies = complete_all(backend, requests, concurrency=in_flight, on_done=on_done)
+    return [
+        Generation("", error=str(reply))
+        if isinstance(reply, CallFailed)
+        else Generation(reply.content, reply.reasoning, reply.finish_reason, reply.tokens_out)
+        for reply in replies
+    ]

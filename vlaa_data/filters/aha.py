@@ -153,36 +153,33 @@ def run_aha(ws: Workspace, options: AhaOptions) -> AhaReport:
     settings = {"keywords": keywords, "match": options.match, "scope": options.scope}
     report = AhaReport()
     started = time.monotonic()
-    report.run_id = ws.store.start_run(
-        options.command or "vlaa-data filter aha", __version__, settings
-    )
-    status = "failed"
-    try:
-        for texts in ws.store.iter_scored_texts(sources=options.sources, batch=_BATCH):
-            rows = []
-            for text in texts:
-                counts = count(scoped_text(text.reasoning, text.response, options.scope))
-                hits = {k: n for k, n in zip(keywords, counts, strict=True) if n}
-                report.keywords.update(hits.keys())
-                report.with_aha += bool(hits)
-                rows.append(
-                    {
-                        "sample_id": text.sample_id,
-                        "name": "aha",
-                        "value": float(sum(hits.values())),
-                        "detail": {
-                            "keywords": hits,
-                            "match": options.match,
-                            "scope": options.scope,
-                        },
-                        "result_id": text.result_id,
-                        "run_id": report.run_id,
-                    }
-                )
-            ws.store.write_scores(rows)
-            report.scored += len(rows)
-        status = "finished"
-    finally:
-        report.seconds = time.monotonic() - started
-        ws.store.finish_run(report.run_id, status, report.to_dict())
+    with ws.store.run(options.command or "vlaa-data filter aha", __version__, settings) as run:
+        report.run_id = run.id
+        run.counts = report.to_dict
+        try:
+            for texts in ws.store.iter_scored_texts(sources=options.sources, batch=_BATCH):
+                rows = []
+                for text in texts:
+                    counts = count(scoped_text(text.reasoning, text.response, options.scope))
+                    hits = {k: n for k, n in zip(keywords, counts, strict=True) if n}
+                    report.keywords.update(hits.keys())
+                    report.with_aha += bool(hits)
+                    rows.append(
+                        {
+                            "sample_id": text.sample_id,
+                            "name": "aha",
+                            "value": float(sum(hits.values())),
+                            "detail": {
+                                "keywords": hits,
+                                "match": options.match,
+                                "scope": options.scope,
+                            },
+                            "result_id": text.result_id,
+                            "run_id": report.run_id,
+                        }
+                    )
+                ws.store.write_scores(rows)
+                report.scored += len(rows)
+        finally:
+            report.seconds = time.monotonic() - started
     return report

@@ -143,34 +143,30 @@ def run_aha_model(
         return report
     if samples:
         preflight(ws, "aha", llm)  # a missing key or preset fails before the run starts
-    report.run_id = ws.store.start_run(
-        llm.command or aha.command or "vlaa-data filter aha --method model",
-        __version__,
-        _run_settings(aha, llm, ws),
-    )
-    status = "failed"
-    try:
-        ws.store.write_scores(
-            [_row(s, r, 0.0, _detail(aha, state="no_hits"), report.run_id) for s, r in zero]
-        )
-        if samples:
-            report.judge = run_llm_step(
-                ws,
-                "aha",
-                judge_options,
-                on_progress=on_progress,
-                samples=samples,
-                run_id=report.run_id,
+    command = llm.command or aha.command or "vlaa-data filter aha --method model"
+    with ws.store.run(command, __version__, _run_settings(aha, llm, ws)) as run:
+        report.run_id = run.id
+        run.counts = report.to_dict
+        try:
+            ws.store.write_scores(
+                [_row(s, r, 0.0, _detail(aha, state="no_hits"), run.id) for s, r in zero]
             )
-        current = ws.store.current_step_results("aha", sources=aha.sources)
-        ws.store.write_scores([_score(s, f, current.get(s), aha, report) for s, f in found.items()])
-        status = "stopped" if report.judge and report.judge.stopped else "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        report.seconds = time.monotonic() - started
-        ws.store.finish_run(report.run_id, status, report.to_dict())
+            if samples:
+                report.judge = run_llm_step(
+                    ws,
+                    "aha",
+                    judge_options,
+                    on_progress=on_progress,
+                    samples=samples,
+                    run_id=run.id,
+                )
+                run.stopped = report.judge.stopped
+            current = ws.store.current_step_results("aha", sources=aha.sources)
+            ws.store.write_scores(
+                [_score(s, f, current.get(s), aha, report) for s, f in found.items()]
+            )
+        finally:
+            report.seconds = time.monotonic() - started
     return report
 
 

@@ -144,24 +144,19 @@ def run_ppl(
     _check(options)
     report = PplReport()
     settings = {k: v for k, v in asdict(options).items() if k != "command"}
-    report.run_id = ws.store.start_run(
-        options.command or "vlaa-data filter ppl", __version__, settings
-    )
-    started, status = time.monotonic(), "failed"
-    try:
-        for model in options.models:
-            name = str(model).rstrip("/")
-            stats = ModelReport(name, score_name(name, options.target))
-            report.models.append(stats)
-            _score_model(ws, options, report, stats, on_progress)
-            _release_memory()
-        status = "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        report.seconds = time.monotonic() - started
-        ws.store.finish_run(report.run_id, status, report.to_dict())
+    started = time.monotonic()
+    with ws.store.run(options.command or "vlaa-data filter ppl", __version__, settings) as run:
+        report.run_id = run.id
+        run.counts = report.to_dict
+        try:
+            for model in options.models:
+                name = str(model).rstrip("/")
+                stats = ModelReport(name, score_name(name, options.target))
+                report.models.append(stats)
+                _score_model(ws, options, report, stats, on_progress)
+                _release_memory()
+        finally:
+            report.seconds = time.monotonic() - started
     return report
 
 

@@ -1,20 +1,47 @@
-"""Choosing a backend: HTTP to any OpenAI-compatible endpoint, or an in-process model."""
+"""The backend registry: every way to reach a model, by name, built from a ``BackendSpec``.
+
+A backend is registered with ``@register_backend(NAME, ...)`` on a factory
+``f(spec, on_retry) -> Backend``; the factory imports the backend's packages, so asking for
+``openai`` never loads torch. LLM steps, eval's generation and the open-ended judge all build
+their backend with ``make_backend``, and ``--backend`` help texts and the "unknown backend"
+error list ``backend_names()``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from vlaa_data.errors import SettingsError
+from vlaa_data.hf import require, resolve_dtype
 from vlaa_data.llm.backend import Backend
-from vlaa_data.llm.presets import Endpoint
+from vlaa_data.llm.presets import Endpoint, Preset, resolve_endpoint
 
-__all__ = ["BackendSpec", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "BackendFactory",
+    "BackendKind",
+    "BackendSpec",
+    "backend_help",
+    "backend_kind",
+    "backend_names",
+    "endpoint_for",
+    "make_backend",
+    "register_backend",
+]
 
 
 @dataclass(frozen=True)
 class BackendSpec:
-    kind: str  # openai | transformers | vllm
+    """What a backend is built from; each factory reads the fields that apply to it.
+
+    ``max_pixels`` caps the images of every request (downscaled before the model sees them);
+    ``processor_max_pixels`` instead sets an in-process model's processor limit, which resizes
+    once, as the model was trained. ``device`` and ``dtype`` apply to in-process models.
+    """
+
+    kind: str  # a name in BACKENDS
     endpoint: Endpoint
     timeout_s: float
     max_retries: int
@@ -23,38 +50,151 @@ class BackendSpec:
     rpm: float | None = None
     tpm: float | None = None
     batch_size: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    processor_max_pixels: int | None = None
+
+
+BackendFactory = Callable[[BackendSpec, Callable[[str], None] | None], Backend]
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """A registered backend. ``in_process``: the model runs here (``--model`` is a path or Hub
+    id, reasoning arrives inline, the backend batches what is queued); otherwise requests go
+    to the endpoint's ``base_url`` with the preset's key. ``requires``: ``(module, extra)``
+    pairs ``check`` imports, to fail before data or model are loaded."""
+
+    name: str
+    factory: BackendFactory
+    summary: str
+    in_process: bool = False
+    requires: tuple[tuple[str, str], ...] = ()
+
+    def check(self) -> None:
+        """Raise, naming the extra to install, when one of the backend's packages is missing."""
+        for module, extra in self.requires:
+            require(module, extra, f"the {self.name} backend")
+
+
+BACKENDS: dict[str, BackendKind] = {}
+
+
+def register_backend(
+    name: str,
+    *,
+    summary: str,
+    in_process: bool = False,
+    requires: tuple[tuple[str, str], ...] = (),
+) -> Callable[[BackendFactory], BackendFactory]:
+    """Register the decorated factory as backend ``name``; ``summary`` is its help text."""
+
+    def decorate(factory: BackendFactory) -> BackendFactory:
+        if name in BACKENDS:
+            raise ValueError(f"backend {name!r} is registered twice")
+        BACKENDS[name] = BackendKind(name, factory, summary, in_process, requires)
+        return factory
+
+    return decorate
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(BACKENDS)
+
+
+def backend_help() -> str:
+    """``openai (...), transformers (...), ...``: each name with its summary, for ``--help``."""
+    return ", ".join(f"{kind.name} ({kind.summary})" for kind in BACKENDS.values())
+
+
+def backend_kind(name: str) -> BackendKind:
+    """The backend registered as ``name``; a ``SettingsError`` listing the names otherwise."""
+    kind = BACKENDS.get(name)
+    if kind is None:
+        raise SettingsError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
+    return kind
+
+
+def endpoint_for(
+    backend: str,
+    model: str,
+    presets: Mapping[str, Preset],
+    *,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+    needs_key: bool = True,
+) -> Endpoint:
+    """Where ``backend`` sends ``model``'s requests: a preset's endpoint, resolved as
+    ``resolve_endpoint`` does, or for an in-process backend the model itself (a preset of that
+    name, else the path or Hub id), speaking raw text so that reasoning arrives inline."""
+    if not backend_kind(backend).in_process:
+        return resolve_endpoint(
+            model, presets, base_url=base_url, api_key_env=api_key_env, needs_key=needs_key
+        )
+    preset = presets.get(model) or Preset(name=model, model=model, vision=True)
+    return Endpoint(preset=preset.model_copy(update={"reasoning": "inline"}), base_url=None)
 
 
 def make_backend(spec: BackendSpec, *, on_retry: Callable[[str], None] | None = None) -> Backend:
     """Build the backend ``spec`` names; in-process ones import their packages only here."""
-    if spec.kind == "openai":
-        from vlaa_data.llm.http import HttpBackend, HttpConfig
-        from vlaa_data.llm.limits import RateLimiter
+    return backend_kind(spec.kind).factory(spec, on_retry)
 
-        if not spec.endpoint.base_url:
-            raise SettingsError(f"preset {spec.endpoint.preset.name} has no base_url; pass one")
-        limiter = RateLimiter(spec.rpm, spec.tpm) if (spec.rpm or spec.tpm) else None
-        config = HttpConfig(
-            base_url=spec.endpoint.base_url,
-            api_key=spec.endpoint.api_key,
-            timeout_s=spec.timeout_s,
-            max_retries=spec.max_retries,
-            backoff_base_s=spec.backoff_s,
-            max_pixels=spec.max_pixels,
-        )
-        return HttpBackend(config, limiter=limiter, on_retry=on_retry)
-    if spec.kind == "transformers":
-        from vlaa_data.llm.local import TransformersBackend
 
-        return TransformersBackend(
-            spec.endpoint.preset.model, batch_size=spec.batch_size or 8, max_pixels=spec.max_pixels
-        )
-    if spec.kind == "vllm":
-        from vlaa_data.llm.local import VllmBackend
+@register_backend("openai", summary="any OpenAI-compatible HTTP endpoint")
+def _openai(spec: BackendSpec, on_retry: Callable[[str], None] | None) -> Backend:
+    from vlaa_data.llm.http import HttpBackend, HttpConfig
+    from vlaa_data.llm.limits import RateLimiter
 
-        return VllmBackend(
-            spec.endpoint.preset.model,
-            batch_size=spec.batch_size or 256,
-            max_pixels=spec.max_pixels,
-        )
-    raise SettingsError(f"unknown backend {spec.kind!r}; use openai, transformers or vllm")
+    if not spec.endpoint.base_url:
+        raise SettingsError(f"preset {spec.endpoint.preset.name} has no base_url; pass one")
+    limiter = RateLimiter(spec.rpm, spec.tpm) if (spec.rpm or spec.tpm) else None
+    config = HttpConfig(
+        base_url=spec.endpoint.base_url,
+        api_key=spec.endpoint.api_key,
+        timeout_s=spec.timeout_s,
+        max_retries=spec.max_retries,
+        backoff_base_s=spec.backoff_s,
+        max_pixels=spec.max_pixels,
+    )
+    return HttpBackend(config, limiter=limiter, on_retry=on_retry)
+
+
+@register_backend(
+    "transformers",
+    summary="an in-process Hugging Face model",
+    in_process=True,
+    requires=(("torch", "train"), ("transformers", "train")),
+)
+def _transformers(spec: BackendSpec, on_retry: Callable[[str], None] | None) -> Backend:
+    from vlaa_data.llm.local import TransformersBackend
+
+    return TransformersBackend(
+        spec.endpoint.preset.model,
+        batch_size=spec.batch_size or 8,
+        device=spec.device,
+        dtype=spec.dtype,
+        max_pixels=spec.max_pixels,
+        processor_max_pixels=spec.processor_max_pixels,
+    )
+
+
+@register_backend(
+    "vllm",
+    summary="an in-process vLLM engine, on a GPU",
+    in_process=True,
+    requires=(("vllm", "gpu"),),
+)
+def _vllm(spec: BackendSpec, on_retry: Callable[[str], None] | None) -> Backend:
+    from vlaa_data.llm.local import VllmBackend
+
+    engine: dict[str, Any] = {}
+    if spec.dtype:
+        engine["dtype"] = resolve_dtype(spec.dtype, "cuda")
+    if spec.processor_max_pixels is not None:  # vLLM hands these to the model's HF processor
+        engine["mm_processor_kwargs"] = {"max_pixels": spec.processor_max_pixels}
+    return VllmBackend(
+        spec.endpoint.preset.model,
+        batch_size=spec.batch_size or 256,
+        max_pixels=spec.max_pixels,
+        **engine,
+    )

@@ -100,22 +100,11 @@ def card_facts(ws: Workspace, name: str) -> CardFacts:
         verify_methods=dict(sorted(methods.items())),
         aha_rows=sum(1 for row in every if (row.aha_count or 0) > 0),
         params=params,
-        models=_models_used(ws, name),
+        models=ws.store.models_used(name),
         license=release_settings.license,
         license_name=release_settings.license_name,
         license_link=release_settings.license_link,
     )
-
-
-def _models_used(ws: Workspace, name: str) -> list[tuple[str, str, str | None, int]]:
-    # Read-only SQL through the store's public query(); a Store.models_used(release) method
-    # would be the better home for it.
-    return ws.store.query(
-        "SELECT step, model, prompt_hash, count(*) FROM results WHERE model IS NOT NULL "
-        "AND sample_id IN (SELECT sample_id FROM release_samples WHERE release = ? "
-        "AND split <> 'excluded') GROUP BY ALL ORDER BY ALL",
-        [name],
-    ).rows
 
 
 def write_card(

@@ -90,14 +90,11 @@ def export_release(
     out = Path(out).expanduser().resolve()
     _check(ws, name, fmt, out, shard_rows)
     started = time.monotonic()
-    own_run = run_id is None
-    if run_id is None:
-        settings = {"name": name, "format": fmt, "out": str(out), "shard_rows": shard_rows}
-        run_id = ws.store.start_run(
-            command or f"vlaa-data export {name} --format {fmt}", __version__, settings
-        )
-    report = ExportReport(name, fmt, out, run_id=run_id)
-    try:
+    settings = {"name": name, "format": fmt, "out": str(out), "shard_rows": shard_rows}
+    command = command or f"vlaa-data export {name} --format {fmt}"
+    with ws.store.run(command, __version__, settings, run_id=run_id) as run:
+        report = ExportReport(name, fmt, out, run_id=run.id)
+        run.counts = report.to_dict
         splits = {split: ws.store.release_rows(name, split) for split in SPLITS}
         report.rows = {split: len(rows) for split, rows in splits.items()}
         if not any(report.rows.values()):
@@ -118,14 +115,8 @@ def export_release(
         report.seconds = time.monotonic() - started
         detail = {k: v for k, v in report.to_dict().items() if k not in ("name", "format", "out")}
         ws.store.record_release_event(
-            name, kind="export", target=str(out), format=fmt, run_id=run_id, detail=detail
+            name, kind="export", target=str(out), format=fmt, run_id=run.id, detail=detail
         )
-    except BaseException:
-        if own_run:
-            ws.store.finish_run(run_id, "failed", report.to_dict())
-        raise
-    if own_run:
-        ws.store.finish_run(run_id, "finished", report.to_dict())
     return report
 
 

@@ -92,30 +92,25 @@ def push_release(
     if dry_run:
         return report
     api = _api(api, token)
-    report.run_id = ws.store.start_run(
-        f"vlaa-data push {name} {repo_id}",
-        __version__,
-        {"release": name, "repo_id": repo_id, "version": tag, "private": private},
-    )
-    try:
-        _upload(api, report, Path(folder), private=private, token=token)
-    except Exception as exc:
-        ws.store.finish_run(report.run_id, "failed", {"error": _one_line(exc)})
-        if isinstance(exc, _hub_errors()):
+    settings = {"release": name, "repo_id": repo_id, "version": tag, "private": private}
+    with ws.store.run(f"vlaa-data push {name} {repo_id}", __version__, settings) as run:
+        report.run_id = run.id
+        run.counts = report.to_dict
+        try:
+            _upload(api, report, Path(folder), private=private, token=token)
+        except _hub_errors() as exc:
             raise VlaaError(f"push to {repo_id} failed: {_one_line(exc)}") from exc
-        raise
-    ws.store.record_release_event(
-        name,
-        kind="push",
-        target=repo_id,
-        revision=report.commit,
-        tag=tag,
-        run_id=report.run_id,
-        detail={"files": len(report.files), "bytes": report.total_bytes,
-                "deleted": len(report.deleted), "new_commit": report.new_commit,
-                "commit_url": report.commit_url},
-    )  # fmt: skip
-    ws.store.finish_run(report.run_id, "finished", report.to_dict())
+        ws.store.record_release_event(
+            name,
+            kind="push",
+            target=repo_id,
+            revision=report.commit,
+            tag=tag,
+            run_id=run.id,
+            detail={"files": len(report.files), "bytes": report.total_bytes,
+                    "deleted": len(report.deleted), "new_commit": report.new_commit,
+                    "commit_url": report.commit_url},
+        )  # fmt: skip
     return report
 
 

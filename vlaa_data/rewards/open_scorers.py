@@ -2,8 +2,9 @@
 
 Two kinds, one interface (``score_many`` over ``OpenCase``s, a float in [0, 1] or None each):
 
-- ``JudgeScorer``: an LLM, through any preset and backend, grades the answer against the
-  reference from 0 to 10 (``prompts/judge_score.md``); the grade divided by 10 is the score.
+- ``JudgeScorer``: an LLM, through any preset and registered backend, grades the answer
+  against the reference from 0 to 10 (``prompts/judge_score.md``); the grade divided by 10 is
+  the score.
   A reply that is not a whole number from 0 to 10 gives None (no reward), never a guess.
 - ``RewardModelScorer``: the paper's formula over a reward model S that scores a response to a
   question: ``1 - exp(-beta * (S(pred) - S(ref)))`` when ``S(pred) > S(ref)``, else 0. Any
@@ -16,7 +17,6 @@ without its question.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from collections.abc import Sequence
@@ -26,8 +26,9 @@ from typing import Any, Protocol
 from vlaa_data.answers import split_reasoning
 from vlaa_data.errors import VlaaError
 from vlaa_data.hf import require, resolve_device
-from vlaa_data.llm.backends import BackendSpec, make_backend
-from vlaa_data.llm.presets import load_presets, resolve_endpoint
+from vlaa_data.llm.backends import BackendSpec, endpoint_for, make_backend
+from vlaa_data.llm.fanout import complete_all
+from vlaa_data.llm.presets import load_presets
 from vlaa_data.llm.reply import CallFailed
 from vlaa_data.llm.request import ChatRequest
 from vlaa_data.llm.templates import load_template, render
@@ -122,11 +123,13 @@ class JudgeScorer(_SingleCall):
         presets: dict[str, Any] | None = None,
         base_url: str | None = None,
         timeout_s: float = 120.0,
+        backend: str = "openai",
     ) -> JudgeScorer:
-        """A judge through preset (or raw model id) ``name``; fails at once without its key."""
-        endpoint = resolve_endpoint(name, load_presets(presets), base_url=base_url)
+        """A judge through preset (or raw model id) ``name`` on ``backend`` (a registered
+        name); fails at once without its key."""
+        endpoint = endpoint_for(backend, name, load_presets(presets), base_url=base_url)
         spec = BackendSpec(
-            kind="openai", endpoint=endpoint, timeout_s=timeout_s, max_retries=6, max_pixels=None
+            kind=backend, endpoint=endpoint, timeout_s=timeout_s, max_retries=6, max_pixels=None
         )
         params = {**endpoint.preset.params, "max_tokens": 16}
         if endpoint.preset.reasoning != "none":
@@ -134,9 +137,6 @@ class JudgeScorer(_SingleCall):
         return cls(spec, template=load_template("judge_score"), params=params)
 
     def score_many(self, cases: Sequence[OpenCase]) -> list[float | None]:
-        return asyncio.run(self._score_all(cases))
-
-    async def _score_all(self, cases: Sequence[OpenCase]) -> list[float | None]:
         requests = [
             ChatRequest(
                 model=self.spec.endpoint.preset.model,
@@ -151,25 +151,17 @@ class JudgeScorer(_SingleCall):
             for key, request in zip(keys, requests, strict=True)
             if key not in self._cache
         }
-        backend = make_backend(self.spec)
-        gate = asyncio.Semaphore(self.concurrency)
-
-        async def grade(key: str, request: ChatRequest) -> None:
-            async with gate:
-                try:
-                    reply = await backend.complete(request)
-                except CallFailed:
-                    return  # not cached: a later batch may ask again
-                self.requests += 1
+        replies = complete_all(
+            make_backend(self.spec), list(todo.values()), concurrency=self.concurrency
+        )
+        for key, reply in zip(todo, replies, strict=True):
+            if isinstance(reply, CallFailed):
+                continue  # not cached: a later batch may ask again
+            self.requests += 1
             text = reply.content
             if "</think>" in text:
                 text = split_reasoning(text)[1]
             self._cache[key] = None if reply.finish_reason == "length" else read_grade(text)
-
-        try:
-            await asyncio.gather(*(grade(key, request) for key, request in todo.items()))
-        finally:
-            await backend.aclose()
         return [self._cache.get(key) for key in keys]
 
 

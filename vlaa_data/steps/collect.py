@@ -219,41 +219,41 @@ class _Collector:
         store = self.ws.store
         settings = self.ws.settings.collect
         started = time.monotonic()
-        self.report.run_id = run_id = store.start_run(
-            self.command,
-            __version__,
-            {"collect": settings.model_dump(), "source": self.name},
-        )
-        workers = settings.workers or (os.cpu_count() or 1)
-        pool = _ImagePool(self.ws.root, settings.max_pixels, settings.max_image_bytes, workers)
-        status = "failed"
-        try:
-            rows = self.source.rows()
-            if not self.source.handles_limit:
-                rows = _sampled(rows, self.source.options.limit, self.source.options.seed)
-            processed = 0
-            # Two batches in flight: workers process images of the next batch while this
-            # process writes the previous one.
-            pending: _Batch | None = None
-            while batch := list(islice(rows, settings.batch_size)):
-                prepared = self._prepare(batch, pool, run_id)
-                if pending is not None:
-                    self._finish(pending, run_id)
-                pending = prepared
-                processed += len(batch)
-                if on_progress:
-                    on_progress(processed)
+        run_settings = {"collect": settings.model_dump(), "source": self.name}
+        with store.run(self.command, __version__, run_settings) as run:
+            self.report.run_id = run_id = run.id
+            run.counts = self.report.to_dict
+            workers = settings.workers or (os.cpu_count() or 1)
+            pool = _ImagePool(self.ws.root, settings.max_pixels, settings.max_image_bytes, workers)
+            try:
+                self._collect(pool, run_id, on_progress)
+            finally:
+                pool.close()
+                self.report.seconds = time.monotonic() - started
+        return self.report
+
+    def _collect(
+        self, pool: _ImagePool, run_id: str, on_progress: Callable[[int], None] | None
+    ) -> None:
+        """Read, check and write every row, one batch at a time."""
+        settings = self.ws.settings.collect
+        rows = self.source.rows()
+        if not self.source.handles_limit:
+            rows = _sampled(rows, self.source.options.limit, self.source.options.seed)
+        processed = 0
+        # Two batches in flight: workers process images of the next batch while this
+        # process writes the previous one.
+        pending: _Batch | None = None
+        while batch := list(islice(rows, settings.batch_size)):
+            prepared = self._prepare(batch, pool, run_id)
             if pending is not None:
                 self._finish(pending, run_id)
-            status = "finished"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        finally:
-            pool.close()
-            self.report.seconds = time.monotonic() - started
-            store.finish_run(run_id, status, self.report.to_dict())
-        return self.report
+            pending = prepared
+            processed += len(batch)
+            if on_progress:
+                on_progress(processed)
+        if pending is not None:
+            self._finish(pending, run_id)
 
     def _prepare(self, batch: list[Any], pool: _ImagePool, run_id: str) -> _Batch:
         """Check rows and hand their images to the pool; nothing is written yet."""

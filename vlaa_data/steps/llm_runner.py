@@ -23,9 +23,9 @@ from typing import Any
 from vlaa_data import __version__
 from vlaa_data.errors import SettingsError
 from vlaa_data.llm.backend import Backend
-from vlaa_data.llm.backends import BackendSpec, make_backend
+from vlaa_data.llm.backends import BackendSpec, backend_kind, endpoint_for, make_backend
 from vlaa_data.llm.estimate import estimate_input_tokens
-from vlaa_data.llm.presets import Endpoint, Preset, load_presets, resolve_endpoint
+from vlaa_data.llm.presets import Endpoint, Preset, load_presets
 from vlaa_data.llm.reply import CallFailed, ChatReply, EndpointUnreachable, parse_completion
 from vlaa_data.llm.request import ChatRequest
 from vlaa_data.llm.templates import load_template
@@ -35,7 +35,6 @@ from vlaa_data.steps.caption import CaptionStep
 from vlaa_data.steps.distill import DistillStep
 from vlaa_data.steps.judge import JudgeStep
 from vlaa_data.steps.llm_step import (
-    BACKENDS,
     Estimate,
     LlmOptions,
     LlmReport,
@@ -112,24 +111,19 @@ class _Plan:
 
 
 def _resolve(ws: Workspace, name: str, options: LlmOptions) -> _Plan:
-    if options.backend not in BACKENDS:
-        raise SettingsError(f"unknown backend {options.backend!r}; use {', '.join(BACKENDS)}")
+    backend_kind(options.backend)  # an unknown name fails first
     llm = ws.settings.llm
     step_settings: StepSettings = getattr(ws.settings, name)
     model = options.model or step_settings.model
     presets = load_presets(ws.settings.presets)
-    if options.backend == "openai":
-        endpoint = resolve_endpoint(
-            model,
-            presets,
-            base_url=options.base_url or step_settings.base_url,
-            api_key_env=options.api_key_env or step_settings.api_key_env,
-            needs_key=not options.dry_run,
-        )
-    else:
-        # In-process models speak raw text: reasoning arrives inline.
-        preset = presets.get(model) or Preset(name=model, model=model, vision=True)
-        endpoint = Endpoint(preset=preset.model_copy(update={"reasoning": "inline"}), base_url=None)
+    endpoint = endpoint_for(
+        options.backend,
+        model,
+        presets,
+        base_url=options.base_url or step_settings.base_url,
+        api_key_env=options.api_key_env or step_settings.api_key_env,
+        needs_key=not options.dry_run,
+    )
     step = _build_step(name, ws, options, options.prompt or step_settings.prompt)
     if getattr(step, "needs_vision", False) and not endpoint.preset.vision:
         raise SettingsError(
@@ -224,27 +218,22 @@ def run_llm_step(
         report.estimate = _estimate(ws, plan, samples, options)
         report.seconds = time.monotonic() - started
         return report
-    own_run = run_id is None
-    report.run_id = run_id or ws.store.start_run(
-        options.command or f"vlaa-data {name}", __version__, _run_settings(plan, options)
-    )
-    run = _Run(ws, plan, options, report, on_progress)
-    status = "failed"
-    try:
-        asyncio.run(run.drive(samples))
-        status = "stopped" if report.stopped else "finished"
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        report.stopped = "interrupted"
-        status = "interrupted"
-        raise KeyboardInterrupt from None
-    finally:
-        report.seconds = time.monotonic() - started
-        report.left_pending = report.selected - report.progress.finished
-        deadline = time.monotonic() + 60
-        while not ws.store.resume() and time.monotonic() < deadline:
-            time.sleep(0.1)  # a reader has the file for a moment
-        if own_run:
-            ws.store.finish_run(report.run_id, status, report.to_dict())
+    command = options.command or f"vlaa-data {name}"
+    with ws.store.run(command, __version__, _run_settings(plan, options), run_id=run_id) as run:
+        report.run_id = run.id
+        run.counts = report.to_dict
+        try:
+            asyncio.run(_Run(ws, plan, options, report, on_progress).drive(samples))
+        except (KeyboardInterrupt, asyncio.CancelledError):  # CancelledError: SIGTERM
+            report.stopped = "interrupted"
+            raise KeyboardInterrupt from None
+        finally:
+            report.seconds = time.monotonic() - started
+            report.left_pending = report.selected - report.progress.finished
+            deadline = time.monotonic() + 60
+            while not ws.store.resume() and time.monotonic() < deadline:
+                time.sleep(0.1)  # a reader has the file for a moment
+        run.stopped = report.stopped
     return report
 
 
@@ -266,7 +255,7 @@ def _leaves_scripted(ws: Workspace, plan: _Plan, *, probe: bool) -> bool:
     once a real model is asked. A stand-in after a stand-in resumes as usual."""
     if not ws.store.has_scripted_replies(plan.step.name):
         return False
-    if not probe or plan.backend.kind != "openai" or not plan.endpoint.base_url:
+    if not probe or not plan.endpoint.base_url:  # in-process models have none
         return True
     from vlaa_data.doctor.endpoints import serves_scripted
 
@@ -530,7 +519,7 @@ class _Run:
     async def _endpoint_problem(self) -> str | None:
         """Why the endpoint cannot take requests (no answer, its key refused), as ``doctor``
         finds it; None when it answers, or when the model runs in-process."""
-        if self.plan.backend.kind != "openai" or not self.plan.endpoint.base_url:
+        if not self.plan.endpoint.base_url:  # in-process models have none
             return None
         from vlaa_data.doctor.endpoints import endpoint_problem
 

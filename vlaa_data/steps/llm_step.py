@@ -19,7 +19,6 @@ from vlaa_data.llm.request import ChatRequest
 from vlaa_data.store.llm import ReadySample
 
 __all__ = [
-    "BACKENDS",
     "LlmOptions",
     "LlmReport",
     "LlmStep",
@@ -29,8 +28,6 @@ __all__ = [
     "result_row",
     "waiting_hint",
 ]
-
-BACKENDS = ("openai", "transformers", "vllm")
 
 
 @dataclass

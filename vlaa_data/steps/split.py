@@ -204,15 +204,14 @@ def run_split(ws: Workspace, options: SplitOptions) -> SplitReport:
             per_source = report.by_source.setdefault(source_of[sample_id], dict.fromkeys(SPLITS, 0))
             per_source[split] += 1
     report.by_source = dict(sorted(report.by_source.items()))
-    report.run_id = ws.store.start_run(
-        options.command or "vlaa-data split", __version__, options.params()
-    )
     counts = {**report.counts, "by_source": report.by_source, "excluded": dict(report.excluded)}
-    ws.store.save_release(
-        options.name, params=options.params(), counts=counts, members=records, run_id=report.run_id
-    )
-    report.seconds = time.monotonic() - started
-    ws.store.finish_run(report.run_id, "finished", report.to_dict())
+    with ws.store.run(options.command or "vlaa-data split", __version__, options.params()) as run:
+        report.run_id = run.id
+        run.counts = report.to_dict
+        ws.store.save_release(
+            options.name, params=options.params(), counts=counts, members=records, run_id=run.id
+        )
+        report.seconds = time.monotonic() - started
     return report
 
 

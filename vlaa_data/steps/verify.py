@@ -110,11 +110,28 @@ def run_verify(
     started = time.monotonic()
     if judging and not llm.dry_run and not samples.reward_types() <= set(RULE_TYPES):
         preflight(ws, "verify", llm)  # open-ended samples will need the judge: its key, now
-    if not llm.dry_run:
-        report.run_id = ws.store.start_run(
-            llm.command or "vlaa-data verify", __version__, _run_settings(ws, options)
-        )
-    status = "failed"
+    if llm.dry_run:  # nothing is written, nor recorded as a run
+        _verify(ws, options, samples, report, on_progress, started)
+        return report
+    command = llm.command or "vlaa-data verify"
+    with ws.store.run(command, __version__, _run_settings(ws, options)) as run:
+        report.run_id = run.id
+        run.counts = report.to_dict
+        _verify(ws, options, samples, report, on_progress, started)
+        run.stopped = report.judge.stopped if report.judge else None
+    return report
+
+
+def _verify(
+    ws: Workspace,
+    options: VerifyOptions,
+    samples: Sequence[ReadySample],
+    report: VerifyReport,
+    on_progress: Callable[[Progress], None] | None,
+    started: float,
+) -> None:
+    """Rules, then the judge for what they leave undecided; ``report`` counts both."""
+    judging = not options.rules_only
     try:
         undecided = _apply_rules(ws, options, samples, report, on_progress)
         report.sent_to_judge = len(undecided) if judging else 0
@@ -122,22 +139,15 @@ def run_verify(
             report.judge = run_llm_step(
                 ws,
                 "verify",
-                replace(llm, limit=None),
+                replace(options.judge, limit=None),
                 on_progress=on_progress,
                 samples=undecided,
                 run_id=report.run_id,
             )
             for label, n in report.judge.outcomes.items():
                 report.verdicts[_judge_label(label, report.judge.model)] += n
-        status = "stopped" if report.judge and report.judge.stopped else "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
     finally:
         report.seconds = time.monotonic() - started
-        if report.run_id is not None:
-            ws.store.finish_run(report.run_id, status, report.to_dict())
-    return report
 
 
 def _apply_rules(

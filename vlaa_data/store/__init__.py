@@ -2,5 +2,6 @@
 
 from vlaa_data.store.db import PIPELINE_STEPS, QueryResult, Store
 from vlaa_data.store.migrations import MIGRATIONS, Migration
+from vlaa_data.store.runs import RunHandle
 
-__all__ = ["MIGRATIONS", "PIPELINE_STEPS", "Migration", "QueryResult", "Store"]
+__all__ = ["MIGRATIONS", "PIPELINE_STEPS", "Migration", "QueryResult", "RunHandle", "Store"]

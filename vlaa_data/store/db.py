@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from vlaa_data.errors import QueryError, VlaaError, WorkspaceInUse
 from vlaa_data.store.llm import LlmQueries
 from vlaa_data.store.migrations import MIGRATIONS
 from vlaa_data.store.releases import ReleaseQueries
+from vlaa_data.store.runs import RunQueries
 
 __all__ = ["PIPELINE_STEPS", "QueryResult", "Store"]
 
@@ -37,7 +36,7 @@ def _is_lock_conflict(exc: duckdb.Error) -> bool:
     return "lock" in str(exc).lower()
 
 
-class Store(LlmQueries, ReleaseQueries):
+class Store(LlmQueries, ReleaseQueries, RunQueries):
     """A connection to ``vlaa.duckdb``. Writers must hold the workspace's ``WriterLock``.
 
     DuckDB lets no other process open the file while a writer has it open. Long-running
@@ -159,21 +158,6 @@ class Store(LlmQueries, ReleaseQueries):
                 raise
             applied.append(migration.version)
         return applied
-
-    def start_run(self, command: str, tool_version: str, settings: dict[str, Any]) -> str:
-        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        self.con.execute(
-            "INSERT INTO runs (id, command, tool_version, settings, status) "
-            "VALUES (?, ?, ?, ?, 'running')",
-            [run_id, command, tool_version, json.dumps(settings)],
-        )
-        return run_id
-
-    def finish_run(self, run_id: str, status: str, counts: dict[str, Any]) -> None:
-        self.con.execute(
-            "UPDATE runs SET ended_at = current_timestamp, status = ?, counts = ? WHERE id = ?",
-            [status, json.dumps(counts), run_id],
-        )
 
     def sample_ids(self, source: str) -> set[str]:
         rows = self.con.execute("SELECT id FROM samples WHERE source = ?", [source]).fetchall()

@@ -264,6 +264,15 @@ class ReleaseQueries:
             counts[name][split] = n
         return counts
 
+    def models_used(self, release: str) -> list[tuple[str, str, str | None, int]]:
+        """(step, model, prompt hash, results) of every model behind a release's samples."""
+        return self.con.execute(
+            "SELECT step, model, prompt_hash, count(*) FROM results WHERE model IS NOT NULL "
+            "AND sample_id IN (SELECT sample_id FROM release_samples WHERE release = ? "
+            "AND split <> 'excluded') GROUP BY ALL ORDER BY ALL",
+            [release],
+        ).fetchall()
+
     def latest_release_places(self) -> list[tuple[str, str, str, int]]:
         """(source, split, why, samples) of the most recent release: the split step's state."""
         return self.con.execute(
