@@ -128,3 +128,18 @@ def test_a_raw_model_id_may_caption(llm_workspace, server: ScriptedServer) -> No
     root = llm_workspace(1, caption=False)
     report = run_step(root, "caption", model="any/vlm", base_url=server.url)
     assert report.outcomes == {"done": 1} and server.requests[0]["model"] == "any/vlm"
+
+
+def test_presets_shows_where_openai_base_url_sends_the_openai_presets(cli) -> None:
+    import json
+
+    moved = cli("presets", "--json", env={"OPENAI_BASE_URL": "http://user:pw@127.0.0.1:9/v1"})
+    assert moved.returncode == 0, moved.stderr
+    known = json.loads(moved.stdout)
+    assert known["gpt-4o"]["endpoint"] == "http://***@127.0.0.1:9/v1"  # credentials hidden
+    assert known["gpt-4o"]["base_url"] == "https://api.openai.com/v1"
+    assert known["deepseek-r1"]["endpoint"] == known["deepseek-r1"]["base_url"]
+    table = cli("presets", env={"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    assert "http://127.0.0.1:9/v1 ($OPENAI_BASE_URL)" in " ".join(table.stdout.split())
+    plain = json.loads(cli("presets", "--json", env={"OPENAI_BASE_URL": ""}).stdout)
+    assert plain["gpt-4o"]["endpoint"] == "https://api.openai.com/v1"

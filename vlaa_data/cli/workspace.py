@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -124,14 +124,19 @@ def presets(json_: Json = False, workspace: Workspace_ = None) -> None:
 
     Example: vlaa-data presets
     """
-    from vlaa_data.llm.presets import load_presets
+    from vlaa_data.llm.presets import load_presets, preset_base_url, redact_url
     from vlaa_data.settings import load_settings
     from vlaa_data.workspace import CONFIG_NAME, resolve_root
 
     config = resolve_root(workspace) / CONFIG_NAME
     known = load_presets(load_settings(config if config.exists() else None).presets)
     if json_:
-        print_json({name: preset.model_dump() for name, preset in known.items()})
+        print_json(
+            {
+                name: {**preset.model_dump(), "endpoint": redact_url(preset_base_url(preset))}
+                for name, preset in known.items()
+            }
+        )
         return
     table = Table(title="model presets (add or override them under \\[presets.NAME] in vlaa.toml)")
     for column in ("preset", "model", "endpoint", "key variable", "reasoning", "images"):
@@ -141,10 +146,17 @@ def presets(json_: Json = False, workspace: Workspace_ = None) -> None:
         table.add_row(
             name,
             preset.model,
-            preset.base_url or "",
+            _endpoint(preset, preset_base_url(preset), redact_url),
             preset.api_key_env or "(none)",
             preset.reasoning,
             "yes" if preset.vision else "no",
             f"{preset.price_input:g} / {preset.price_output:g}",
         )
     out.print(table)
+
+
+def _endpoint(preset: Any, used: str | None, redact: Any) -> str:
+    """The URL requests go to; where $OPENAI_BASE_URL moved the preset, it says so."""
+    if used and used != preset.base_url:
+        return f"{redact(used)} ($OPENAI_BASE_URL)"
+    return preset.base_url or ""

@@ -106,6 +106,15 @@ def _on_openai(url: str | None) -> bool:
     return bool(url) and urlsplit(url).hostname == OPENAI_HOST
 
 
+def preset_base_url(preset: Preset, environ: Mapping[str, str] | None = None) -> str | None:
+    """Where a preset's requests go without ``--base-url``: ``$OPENAI_BASE_URL`` for a preset
+    on OpenAI's API when it is set, else the preset's own URL."""
+    environ = os.environ if environ is None else environ
+    if _on_openai(preset.base_url):
+        return environ.get(OPENAI_BASE_URL_ENV) or preset.base_url
+    return preset.base_url
+
+
 def builtin_presets() -> dict[str, dict[str, Any]]:
     text = resources.files("vlaa_data.llm").joinpath("presets.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
@@ -154,8 +163,8 @@ def resolve_endpoint(
             )
         # A raw id: whether it takes images is for the endpoint to say.
         preset = Preset(name=model, model=model, vision=True)
-    if not base_url and _on_openai(preset.base_url):
-        base_url = environ.get(OPENAI_BASE_URL_ENV) or None
+    if not base_url and preset_base_url(preset, environ) != preset.base_url:
+        base_url = preset_base_url(preset, environ)
     key_env = preset.api_key_env if api_key_env is None else api_key_env
     # At another endpoint than the preset's (a self-hosted server, which usually wants none),
     # the preset's key is sent when set, as the OpenAI SDK sends OPENAI_API_KEY to any
