@@ -208,6 +208,6 @@ def test_a_release_without_samples_is_not_exported_and_the_run_ends_well(
     assert report["stopped"] is None and report["export"] is None
     assert report["steps"]["verify"]["done"] == 0
     assert report["steps"]["split"]["note"].startswith("no sample is verified correct")
-    assert report["steps"]["export"]["note"].startswith("no release 'v1' to export")
+    assert report["steps"]["export"]["note"] == "no release 'v1' to export: the split made none"
     with Workspace.open(run_workspace, write=False) as ws:
         assert ws.store.release_names() == []

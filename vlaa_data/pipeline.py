@@ -314,7 +314,9 @@ def _export(
     name = report.release or "v1"
     counts = ws.store.release_counts()
     if name not in counts:
-        outcome.note = f"no release {name!r} to export: run the split step first"
+        split = next((o for o in report.steps if o.step == "split" and o.ran), None)
+        why = "the split made none" if split is not None else "run the split step first"
+        outcome.note = f"no release {name!r} to export: {why}"
         return
     if not any(counts[name].values()):
         outcome.note = f"release {name!r} holds no samples (none verified correct): no export"
