@@ -122,16 +122,20 @@ def test_grpo_with_a_batch_no_rollout_of_the_split_can_fill_is_one_line(
     assert not (out / "model.safetensors").exists()
 
 
+def _fast_sft(data: Path, model: Path, out: Path) -> list[str | Path]:
+    """``train sft`` on the tiny model with the fast test settings and micro-batches of 2."""
+    sets = [arg for setting in FAST for arg in ("--set", setting)]
+    return [
+        "train", "sft", "--data", data, "--model", model, "--output", out,
+        "--per-device-batch-size", "2", *sets,
+    ]  # fmt: skip
+
+
 def test_a_run_that_trains_no_step_fails_and_saves_nothing(
     cli: CliRun, hf_export: Path, tiny_vlm: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "sft-out"
-    sets = [arg for setting in FAST for arg in ("--set", setting)]
-    args = [
-        "train", "sft", "--data", hf_export, "--model", tiny_vlm, "--output", out,
-        "--per-device-batch-size", "2", *sets,
-    ]  # fmt: skip
-    result = cli(*args, "--epochs", "0")
+    result = cli(*_fast_sft(hf_export, tiny_vlm, out), "--epochs", "0")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "error: train sft: no optimizer step was trained (3 rows, max_steps 0); nothing was saved"
@@ -144,12 +148,10 @@ def test_resuming_a_finished_run_is_one_line_and_trains_nothing(
 ) -> None:
     """Trainer would train one step past max_steps from a checkpoint at max_steps."""
     out = tmp_path / "sft-out"
-    sets = [arg for setting in FAST for arg in ("--set", setting)]
     args = [
-        "train", "sft", "--data", hf_export, "--model", tiny_vlm, "--output", out,
-        "--max-steps", "1", "--per-device-batch-size", "2", *sets,
-        "--set", "save_strategy=steps", "--set", "save_steps=1",
-    ]  # fmt: skip
+        *_fast_sft(hf_export, tiny_vlm, out),
+        *("--max-steps", "1", "--set", "save_strategy=steps", "--set", "save_steps=1"),
+    ]
     assert cli(*args).returncode == 0
     record = (out / "vlaa_train.json").read_text()
     result = cli(*args, "--resume")
