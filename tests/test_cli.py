@@ -200,7 +200,8 @@ def test_help_lists_the_commands_in_pipeline_order(cli) -> None:
     listed = re.findall(r"^│ ([a-z]+) ", result.stdout, re.MULTILINE)
     assert listed == [
         "init", "collect", "caption", "distill", "rewrite", "verify", "filter", "split",
-        "export", "push", "run", "status", "sql", "presets", "doctor", "reward", "train", "eval",
+        "export", "push", "run", "merge", "status", "sql", "presets", "doctor", "reward", "train",
+        "eval",
     ]  # fmt: skip
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from tests.conftest import CliRun
 from vlaa_data.errors import VlaaError
-from vlaa_data.pipeline import RUN_STEPS, RunOptions, run_pipeline, select_steps
+from vlaa_data.pipeline import RunOptions, run_pipeline, select_steps
 from vlaa_data.release.export import export_release
+from vlaa_data.steps.registry import run_steps
 from vlaa_data.testing.server import ScriptedServer, default_responder
 from vlaa_data.workspace import Workspace
 
@@ -46,7 +47,7 @@ def _run(workspace: Path, **options) -> dict:
 
 
 def test_selecting_steps() -> None:
-    assert select_steps() == RUN_STEPS
+    assert select_steps() == run_steps()
     assert select_steps(start="verify") == ("verify", "aha", "split", "export")
     assert select_steps(start="caption", end="rewrite") == ("caption", "distill", "rewrite")
     assert select_steps(["export", "collect"]) == ("collect", "export")  # pipeline order
@@ -62,7 +63,7 @@ def test_a_run_builds_the_release_and_a_second_run_asks_for_nothing(
     first = _run(run_workspace, base_url=server.url)
     assert first["stopped"] is None
     steps = first["steps"]
-    assert list(steps) == list(RUN_STEPS)
+    assert list(steps) == list(run_steps())
     assert steps["collect"]["done"] == 24
     for step in ("caption", "distill"):
         assert steps[step]["done"] == 24 and steps[step]["pending"] == 0

@@ -5,13 +5,22 @@ Unknown keys are refused so that a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 
 from vlaa_data.errors import SettingsError
 
@@ -21,8 +30,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
-    "DEFAULT_TOML",
     "CollectSettings",
+    "EndpointEntry",
     "LlmSettings",
     "ReleaseSettings",
     "RewriteSettings",
@@ -32,7 +41,10 @@ __all__ = [
     "StepSettings",
     "StoreSettings",
     "VerifySettings",
+    "default_toml",
+    "endpoint_entries",
     "load_settings",
+    "settings_model",
 ]
 
 
@@ -56,6 +68,7 @@ class LlmSettings(_Section):
     backoff_s: float = Field(1.0, ge=0, description="first retry waits up to this; doubles")
     max_pixels: int = Field(1_048_576, gt=0, description="images are downscaled to this size")
     flush_s: float = Field(0.01, gt=0, description="a reply is written within this time")
+    batch_poll_s: float = Field(30.0, gt=0, description="seconds between polls of a batch job")
 
 
 class StoreSettings(_Section):
@@ -67,9 +80,41 @@ class StoreSettings(_Section):
     threads: int = Field(0, ge=0, description="DuckDB threads (0 = one per core)")
 
 
+class EndpointEntry(_Section):
+    """One endpoint of a fleet in a step's ``base_url`` list, with its own request limit:
+    ``{url = "http://gpu-1:8000/v1", concurrency = 256}``."""
+
+    url: str = Field(min_length=1, description="the endpoint's base URL")
+    concurrency: int | None = Field(None, gt=0, description="requests in flight at it")
+
+
+def endpoint_entries(value: str | Sequence[str | EndpointEntry] | None) -> list[EndpointEntry]:
+    """The endpoints a ``--base-url`` or ``base_url`` value names: a URL, URLs separated by
+    commas, or a list of those and of ``{url, concurrency}`` tables. Empty for none; an
+    endpoint named twice is a ``SettingsError``."""
+    from vlaa_data.llm.presets import redact_url
+
+    if value is None:
+        return []
+    entries: list[EndpointEntry] = []
+    for item in [value] if isinstance(value, str) else value:
+        if isinstance(item, str):
+            entries += [EndpointEntry(url=url.strip()) for url in item.split(",") if url.strip()]
+        else:
+            entries.append(item)
+    seen: set[str] = set()
+    for entry in entries:
+        url = entry.url.strip().rstrip("/")
+        if url in seen:
+            raise SettingsError(f"base_url names endpoint {redact_url(url)} twice")
+        seen.add(url)
+    return entries
+
+
 class StepSettings(_Section):
     model: str = Field(description="preset name or raw model id")
-    base_url: str | None = None
+    # One URL, or several (a list, or commas in one string): a fleet the requests are spread over.
+    base_url: str | list[str | EndpointEntry] | None = None
     api_key_env: str | None = None
     max_tokens: int | None = Field(None, gt=0, description="overrides the preset's max_tokens")
     prompt: str | None = Field(None, description="a prompt file replacing the built-in one")
@@ -126,21 +171,76 @@ class ReleaseSettings(_Section):
 
 
 class Settings(_Section):
+    """The workspace's settings. Each step with a model has a section of its own, named after
+    it (``[caption]``, ``[distill]``, ...): those fields come from the step table
+    (``vlaa_data.steps.registry``), and ``settings_model()`` is this class with them added."""
+
     collect: CollectSettings = Field(default_factory=CollectSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
-    caption: StepSettings = Field(default_factory=lambda: StepSettings(model="gpt-4o"))
-    distill: StepSettings = Field(default_factory=lambda: StepSettings(model="deepseek-r1"))
-    rewrite: RewriteSettings = Field(default_factory=lambda: RewriteSettings(model="gpt-3.5-turbo"))
-    verify: VerifySettings = Field(default_factory=lambda: VerifySettings(model="gpt-3.5-turbo"))
-    aha: StepSettings = Field(default_factory=lambda: StepSettings(model="gpt-4o-mini"))
     run: RunSettings = Field(default_factory=RunSettings)
     release: ReleaseSettings = Field(default_factory=ReleaseSettings)
     # [presets.NAME] tables: validated by vlaa_data.llm.presets when a step resolves a model
     presets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    if TYPE_CHECKING:  # the steps' sections, added by settings_model()
 
-DEFAULT_TOML = """\
+        def __getattr__(self, name: str) -> Any: ...
+
+    def step(self, name: str) -> StepSettings:
+        """Step ``name``'s section (its model, endpoint, budget, ...)."""
+        section = getattr(self, name, None)
+        if not isinstance(section, StepSettings):
+            raise SettingsError(f"step {name!r} has no settings section (it names no model)")
+        return section
+
+
+_models: dict[tuple[Any, ...], type[Settings]] = {}
+
+
+def settings_model() -> type[Settings]:
+    """``Settings`` with a section for each step of the step table that names a model."""
+    from vlaa_data.steps.registry import settings_steps
+
+    sections = settings_steps()
+    key = tuple((s.name, s.settings, s.default_model) for s in sections)
+    if key not in _models:
+        fields: dict[str, Any] = {}
+        for step in sections:
+            if step.name in Settings.model_fields:
+                raise SettingsError(f"step {step.name}: [{step.name}] is a settings section")
+            fields[step.name] = (step.settings, Field(default_factory=step.default_settings))
+        _models[key] = create_model("Settings", __base__=Settings, **fields)
+    return _models[key]
+
+
+def _toml_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else str(value).lower()
+
+
+def default_toml() -> str:
+    """The vlaa.toml a new workspace starts with, a section for each step with a model."""
+    from vlaa_data.steps.registry import settings_steps
+
+    sections = []
+    for step in settings_steps():
+        assert step.settings is not None
+        lines = [f"[{step.name}]"]
+        if step.settings_note:
+            lines.append(f"# {step.settings_note}")
+        lines.append(f"model = {_toml_value(step.default_model)}")
+        for name, spec in step.settings.model_fields.items():
+            if name not in StepSettings.model_fields:
+                note = spec.description or name
+                lines += [
+                    f"# {note[0].upper()}{note[1:]}.",
+                    f"{name} = {_toml_value(spec.default)}",
+                ]
+        sections.append("\n".join(lines) + "\n")
+    return "\n".join(part.rstrip("\n") + "\n" for part in [_TOML_HEAD, *sections, _TOML_TAIL])
+
+
+_TOML_HEAD = """\
 # vlaa-data workspace settings. Environment variables VLAA_<SECTION>_<FIELD> override these,
 # and command-line flags override both.
 
@@ -170,37 +270,15 @@ timeout_s = 600
 max_retries = 6
 # Images are downscaled to at most this many pixels before they are sent.
 max_pixels = 1_048_576
+# Seconds between two looks at a --backend batch job (OpenAI's Batch API).
+# batch_poll_s = 30
 
-[caption]
-# A preset name (see `vlaa-data presets`) or a raw model id with base_url.
-model = "gpt-4o"
-# budget_usd = 20
+# Each step that asks a model has a section: model (a preset, see `vlaa-data presets`, or a raw
+# model id with base_url), and optionally base_url, api_key_env, max_tokens, prompt (a file
+# replacing the built-in prompt) and budget_usd (it stops sending past this spend).
+"""
 
-[distill]
-model = "deepseek-r1"
-# max_tokens = 32768
-# budget_usd = 50
-
-[rewrite]
-# The paper's choice; texts that never mention a caption or description need no call.
-model = "gpt-3.5-turbo"
-# A rewrite that changes more words than this is rejected.
-max_word_diff = 15
-
-[verify]
-# The judge, asked only where rules cannot decide (open-ended answers, unreadable golds).
-model = "gpt-3.5-turbo"
-# A predicted box is correct at this IoU with the ground truth or above.
-iou_threshold = 0.5
-# Seconds one Math-Verify check may take, and its processes (0 = one per core).
-math_deadline_s = 2.0
-math_workers = 0
-
-[aha]
-# The judge of `filter aha --method model`: is each keyword hit genuine self-correction?
-model = "gpt-4o-mini"
-# budget_usd = 5
-
+_TOML_TAIL = """\
 [run]
 # `vlaa-data run`: the release that split makes and export writes (releases/NAME/FORMAT).
 release = "v1"
@@ -232,7 +310,7 @@ export_format = "hf"
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     overrides: dict[str, dict[str, str]] = {}
-    for section_name, section_field in Settings.model_fields.items():
+    for section_name, section_field in settings_model().model_fields.items():
         section_model = section_field.annotation
         if not (isinstance(section_model, type) and issubclass(section_model, _Section)):
             continue  # presets: tables of tables, set in vlaa.toml only
@@ -260,7 +338,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SettingsError(f"{path.name}: not valid TOML: {exc}") from exc
     try:
-        settings = Settings.model_validate(data)
+        settings = settings_model().model_validate(data)
     except ValidationError as exc:
         origin = path.name if path else "settings"
         raise SettingsError(_format_validation_error(exc, origin)) from exc
@@ -270,7 +348,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
         for section, values in overrides.items():
             merged[section].update(values)
         try:
-            settings = Settings.model_validate(merged)
+            settings = settings_model().model_validate(merged)
         except ValidationError as exc:
             raise SettingsError(_format_validation_error(exc, "environment")) from exc
     return settings

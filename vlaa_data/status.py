@@ -6,7 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlaa_data.store import PIPELINE_STEPS, Store
+from vlaa_data.steps.registry import counted_steps, get_step
+from vlaa_data.store import Store
 
 __all__ = ["STATES", "StatusReport", "build_status"]
 
@@ -16,7 +17,7 @@ _STATE_OF = {"done": "done", "rejected": "rejected", "failed": "failed", "trunca
 
 
 def _empty_steps() -> dict[str, dict[str, int]]:
-    return {step: dict.fromkeys(STATES, 0) for step in PIPELINE_STEPS}
+    return {step: dict.fromkeys(STATES, 0) for step in counted_steps()}
 
 
 @dataclass
@@ -73,9 +74,11 @@ def build_status(store: Store) -> StatusReport:
         by_source[source]["split"][state] += count
         if state == "rejected":
             rejects["split"][why] += count
+    # a sample a step has not finished is pending there (collect has no pending samples)
+    after_collect = [step for step in counted_steps() if get_step(step).kind != "source"]
     for source, steps in by_source.items():
         total = report.sources.get(source, 0)
-        for step in PIPELINE_STEPS[1:]:
+        for step in after_collect:
             counts = steps[step]
             counts["pending"] = max(
                 0, total - counts["done"] - counts["rejected"] - counts["failed"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from vlaa_data.errors import VlaaError, WorkspaceInUse, WorkspaceNotFound
 from vlaa_data.images import ImageStore
 from vlaa_data.lock import WriterLock, lock_holder
-from vlaa_data.settings import DEFAULT_TOML, Settings, load_settings
+from vlaa_data.settings import Settings, default_toml, load_settings
 from vlaa_data.store import Store
 from vlaa_data.store.journal import replay_journals
 
@@ -36,7 +36,7 @@ def init_workspace(path: str | os.PathLike[str] | None) -> Path:
     (root / "releases").mkdir(exist_ok=True)
     config = root / CONFIG_NAME
     if not config.exists():
-        config.write_text(DEFAULT_TOML, encoding="utf-8")
+        config.write_text(default_toml(), encoding="utf-8")
     with Workspace.open(root, write=True):
         pass
     return root

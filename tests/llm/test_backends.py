@@ -123,9 +123,9 @@ def test_a_registered_backend_runs_the_judge_by_name(toy: list) -> None:
 
 
 def test_an_unknown_backend_lists_the_registered_names(workspace: Path, toy: list) -> None:
-    assert backend_names() == ("openai", "transformers", "vllm", "toy")
+    assert backend_names() == ("openai", "batch", "transformers", "vllm", "toy")
     assert "toy (a test's stand-in)" in backend_help()
-    listed = "use one of openai, transformers, vllm, toy"
+    listed = "use one of openai, batch, transformers, vllm, toy"
     with pytest.raises(SettingsError, match=f"unknown backend 'nope'; {listed}$"):
         run_step(workspace, "caption", backend="nope", model="gpt-4o")
     with pytest.raises(VlaaError, match=f"unknown backend 'nope'; {listed}$"):

@@ -14,6 +14,7 @@ from vlaa_data.cli import (  # noqa: F401  (registers the commands)
     evaluate,
     filters,
     llm,
+    merge,
     release,
     reward,
     run,

@@ -16,6 +16,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from vlaa_data import __version__
+from vlaa_data.store.shards import Shard
 
 # --help lists the commands in the order a dataset is built, then the tools around it.
 COMMAND_ORDER = (
@@ -30,6 +31,7 @@ COMMAND_ORDER = (
     "export",
     "push",
     "run",
+    "merge",
     "status",
     "sql",
     "presets",
@@ -75,6 +77,18 @@ Workspace_ = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+# A bad I/N raises SettingsError from the parser: one line, like every user error.
+Shard_ = Annotated[
+    Shard | None,
+    typer.Option(
+        "--shard",
+        metavar="I/N",
+        parser=Shard.parse,
+        help="Only the samples of shard I of N, numbered from 0 (0/4 to 3/4), by a hash of "
+        "each sample id; run each shard in its own workspace, then `vlaa-data merge`.",
+        show_default=False,
+    ),
+]
 # How open-ended rows are scored, the same in reward, eval and train grpo.
 Judge = Annotated[
     str | None,

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from vlaa_data.cli.app import (
     Json,
+    Shard_,
     Workspace_,
     app,
     command_line,
@@ -89,6 +90,7 @@ def collect(
     workers: Annotated[
         int | None, typer.Option(min=0, help="Image worker processes (0 = one per core).")
     ] = None,
+    shard: Shard_ = None,
     json_: Json = False,
     workspace: Workspace_ = None,
 ) -> None:
@@ -98,6 +100,8 @@ def collect(
     Collecting the same source again adds nothing.
 
     Example: vlaa-data collect synthetic --limit 200 --seed 0
+
+    Example: vlaa-data collect synthetic --limit 2000 --shard 0/4 -w ws-0
     """
     from vlaa_data.sources import SourceOptions, default_name, open_source
     from vlaa_data.steps.collect import collect as run_collect
@@ -138,6 +142,7 @@ def collect(
                 keep_duplicate_images=keep_duplicate_images,
                 on_progress=lambda n: progress.update(task, completed=n, rate=rate(n, started)),
                 command=command_line(),
+                shard=shard,
             )
     if json_:
         print_json(report.to_dict())
@@ -147,6 +152,8 @@ def collect(
     table.add_column("samples", justify="right")
     table.add_row("collected", str(report.collected))
     table.add_row("already present", str(report.already_present))
+    if report.shard is not None:
+        table.add_row(f"in other shards than {report.shard}", str(report.other_shards))
     for reason, count in sorted(report.rejected.items()):
         table.add_row(f"rejected: {reason}", str(count))
     out.print(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,6 +12,7 @@ from rich.text import Text
 from vlaa_data.cli.app import (
     Json,
     MaxPixels,
+    Shard_,
     Workspace_,
     app,
     command_line,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from vlaa_data.filters.aha import AhaOptions
     from vlaa_data.filters.aha_model import AhaModelReport
     from vlaa_data.steps.llm_step import LlmOptions
+    from vlaa_data.store.shards import Shard
 
 filter_app = typer.Typer(
     help="Score samples (aha moments, perplexity) for split to use.", no_args_is_help=True
@@ -79,6 +82,7 @@ def _aha_flags(
     limit: Annotated[
         int | None, typer.Option(min=1, help="--method model: judge at most N samples.")
     ] = None,
+    shard: Shard_ = None,
 ) -> None:
     """Flags only filter aha takes."""
 
@@ -92,6 +96,7 @@ def _filter_aha(
     keywords: str | None,
     match: str,
     scope: str,
+    shard: Shard | None,
     json_: bool,
     workspace: Path | None,
     **flags: Any,
@@ -106,9 +111,10 @@ def _filter_aha(
         scope=scope,
         sources=flags.get("source") or (),
         command=command_line(),
+        shard=shard,
     )
     if method == "model":
-        _filter_aha_model(options, llm_options(flags), json_, workspace)
+        _filter_aha_model(options, replace(llm_options(flags), shard=shard), json_, workspace)
         return
     judge_only = [
         f"--{name.replace('_', '-')}"
@@ -206,6 +212,7 @@ def filter_ppl(
     ] = None,
     redo: Annotated[bool, typer.Option(help="Score again samples already scored.")] = False,
     max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    shard: Shard_ = None,
     json_: Json = False,
     workspace: Workspace_ = None,
 ) -> None:
@@ -230,6 +237,7 @@ def filter_ppl(
         device=device,
         max_pixels=max_pixels or None,
         command=command_line(),
+        shard=shard,
     )
     with Workspace.open(workspace, write=True) as ws:
         report = run_ppl(ws, options)

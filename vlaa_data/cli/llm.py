@@ -1,4 +1,5 @@
-"""``vlaa-data caption``, ``distill`` and ``rewrite``: the LLM steps, one set of options."""
+"""``vlaa-data caption``, ``distill``, ``rewrite`` and every other ``llm`` step of the step
+table: one command each, one set of options."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from vlaa_data.cli.app import (
     Json,
+    Shard_,
     Workspace_,
     app,
     command_line,
@@ -34,27 +36,7 @@ from vlaa_data.cli.app import (
 from vlaa_data.errors import VlaaError
 from vlaa_data.llm.backends import backend_help
 from vlaa_data.steps.llm_step import LlmOptions
-
-_EXAMPLES = {
-    "caption": "Describe each image in detail with a vision model (step 2) (default: gpt-4o).\n\n"
-    "Samples that already have a caption, or whose question is self-contained text, are "
-    "recorded done without a call.\n\n"
-    "Example: OPENAI_API_KEY=... vlaa-data caption --limit 100\n\n"
-    "Example: vlaa-data caption --model local-qwen2.5-vl --base-url http://gpu:8000/v1",
-    "distill": "Have a reasoning model answer from caption, question and context (step 3) "
-    "(default: deepseek-r1).\n\n"
-    "Reasoning and answer are stored apart, whether the endpoint returns reasoning_content, "
-    "inline `<think>...</think>` or a lone `</think>`.\n\n"
-    "Example: DEEPSEEK_API_KEY=... vlaa-data distill --model deepseek-r1 --budget-usd 20\n\n"
-    "Example: vlaa-data distill --model local-r1 --base-url http://gpu:8000/v1",
-    "rewrite": "Make minimal edits so the distilled text speaks of the image, not of a caption "
-    "(step 4) (default: gpt-3.5-turbo).\n\n"
-    "A text that never mentions a caption, description, rationale or given text is recorded "
-    "done (method unchanged) without a call. A rewrite that changes more than --max-word-diff "
-    "words, or loses line breaks, is rejected with the number.\n\n"
-    "Example: OPENAI_API_KEY=... vlaa-data rewrite\n\n"
-    "Example: vlaa-data rewrite --model gpt-4o-mini --max-word-diff 10",
-}
+from vlaa_data.steps.registry import StepInfo, get_step, steps
 
 
 def _progress_bar(step: str, disabled: bool) -> tuple[Progress, TaskID]:
@@ -80,10 +62,12 @@ def _llm_flags(
         typer.Option("--model", "-m", help="A preset (see `vlaa-data presets`) or a model id."),
     ] = None,
     base_url: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            help="The endpoint [default: the step's base_url in vlaa.toml, else "
-            "$OPENAI_BASE_URL for a preset on api.openai.com, else the preset's]."
+            help="The endpoint. Repeat it, or separate URLs with commas, to spread the "
+            "requests over a fleet (each endpoint takes --concurrency at a time, and one that "
+            "fails passes its requests to the others) [default: the step's base_url in "
+            "vlaa.toml, else $OPENAI_BASE_URL for a preset on api.openai.com, else the preset's]."
         ),
     ] = None,
     api_key_env: Annotated[
@@ -94,7 +78,7 @@ def _llm_flags(
         typer.Option(help=f"{backend_help()}. In-process, --model is a path or Hub id."),
     ] = "openai",
     concurrency: Annotated[
-        int | None, typer.Option(min=1, help="Requests in flight (default: 64).")
+        int | None, typer.Option(min=1, help="Requests in flight, per endpoint (default: 64).")
     ] = None,
     rpm: Annotated[float | None, typer.Option(min=0.001, help="Requests per minute.")] = None,
     tpm: Annotated[float | None, typer.Option(min=1, help="Tokens per minute.")] = None,
@@ -112,7 +96,10 @@ def _llm_flags(
         int | None, typer.Option(min=1, help="Downscale images to this many pixels.")
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Batch size of an in-process backend.")
+        int | None,
+        typer.Option(
+            min=1, help="Batch size of an in-process backend; requests per job of batch (1000)."
+        ),
     ] = None,
     prompt: Annotated[
         Path | None, typer.Option(help="A prompt file replacing the built-in one.")
@@ -141,6 +128,7 @@ def _llm_flags(
         float | None,
         typer.Option(min=0.0, help="Stop sending before spending more than this (USD)."),
     ] = None,
+    shard: Shard_ = None,
     json_: Json = False,
     workspace: Workspace_ = None,
 ) -> None:
@@ -200,6 +188,7 @@ def llm_options(flags: dict[str, Any], **extra: Any) -> LlmOptions:
         no_cache=flags.get("no_cache", False),
         dry_run=flags.get("dry_run", False),
         budget_usd=flags.get("budget_usd"),
+        shard=flags.get("shard"),
         command=command_line(),
         **extra,
     )
@@ -246,8 +235,11 @@ def _run_step(step: str, options: LlmOptions, json_: bool, workspace: Path | Non
 
 
 def raise_if_stopped(report) -> None:
-    """Exit 1 with one line when the step did not do its work: a budget stop, an unreachable
-    endpoint, or requests sent of which none brought back a reply."""
+    """Print the run's notes (endpoints of a fleet skipped, lost, back), then exit 1 with one
+    line when the step did not do its work: a budget stop, an unreachable endpoint, or
+    requests sent of which none brought back a reply."""
+    for note in report.notes:
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     line = report.stop_line()
     if line is not None:
         raise VlaaError(line)
@@ -259,14 +251,16 @@ def note_waiting(hint: str | None) -> None:
         err.print(f"note: {hint}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _register(step: str) -> None:
-    @llm_command(step, _EXAMPLES[step])
+def step_help(step: StepInfo) -> str:
+    """A step's command help: what it does, its default model, then its examples."""
+    default = f" (default: {step.default_model})" if step.default_model else ""
+    return "\n\n".join(part for part in (f"{step.summary}{default}.", step.help) if part)
+
+
+def _register(step: StepInfo) -> None:
+    @llm_command(step.name, step_help(step))
     def body(*, json_: bool, workspace: Path | None, **flags: Any) -> None:
-        _run_step(step, llm_options(flags), json_, workspace)
-
-
-for _step in ("caption", "distill"):
-    _register(_step)
+        _run_step(step.name, llm_options(flags), json_, workspace)
 
 
 def _rewrite_flags(
@@ -280,9 +274,15 @@ def _rewrite_flags(
     """Flags only the rewrite step takes."""
 
 
-@llm_command("rewrite", _EXAMPLES["rewrite"], extra=_rewrite_flags, drop=("max_pixels",))
+@llm_command("rewrite", step_help(get_step("rewrite")), extra=_rewrite_flags, drop=("max_pixels",))
 def _rewrite(*, json_: bool, workspace: Path | None, max_word_diff: int | None, **flags) -> None:
     _run_step("rewrite", llm_options(flags, max_word_diff=max_word_diff), json_, workspace)
+
+
+# Every llm step of the step table has a command of its own name, rewrite with its own flag.
+for _step in steps():
+    if _step.kind == "llm" and _step.name != "rewrite":
+        _register(_step)
 
 
 def print_report(report) -> None:
@@ -300,6 +300,9 @@ def print_report(report) -> None:
         f"{p.tokens_in:,} tokens in / {p.tokens_out:,} out, ${p.cost_usd:.4f} "
         f"in {report.seconds:.1f}s (run {report.run_id})"
     )
+    if report.endpoints:
+        split = ", ".join(f"{url} {n}" for url, n in report.endpoints.items())
+        out.print(f"replies by endpoint: {split}", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_estimate(report) -> None:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from vlaa_data.cli.app import err, exit_on_interrupt, new_table, note_recovered, out, print_json
+from vlaa_data.cli.app import (
+    Shard_,
+    err,
+    exit_on_interrupt,
+    new_table,
+    note_recovered,
+    out,
+    print_json,
+)
 from vlaa_data.cli.llm import (
     llm_command,
     llm_options,
@@ -16,6 +25,7 @@ from vlaa_data.cli.llm import (
     progress_bar,
     raise_if_stopped,
 )
+from vlaa_data.store.shards import Shard
 
 _HELP = (
     "Check each rewritten answer against the ground truth (step 5); only correct samples go "
@@ -25,6 +35,7 @@ _HELP = (
     "gpt-3.5-turbo), which must answer Yes or No. Each verdict (correct, incorrect, "
     "unverifiable) records its method and the extracted answer.\n\n"
     "Example: vlaa-data verify --rules-only\n\n"
+    "Example: vlaa-data verify --rules-only --shard 0/4 -w ws-0\n\n"
     "Example: OPENAI_API_KEY=... vlaa-data verify --judge gpt-4o-mini --budget-usd 5"
 )
 
@@ -52,6 +63,7 @@ def _verify_flags(
         int | None,
         typer.Option(min=1, help="Math-Verify processes (default: one per core)."),
     ] = None,
+    shard: Shard_ = None,
 ) -> None:
     """Flags only verify takes."""
 
@@ -65,13 +77,14 @@ def _verify(
     iou_threshold: float | None,
     deadline: float | None,
     math_workers: int | None,
+    shard: Shard | None,
     **flags: Any,
 ) -> None:
     from vlaa_data.steps.verify import VerifyOptions, run_verify
     from vlaa_data.workspace import Workspace
 
     options = VerifyOptions(
-        judge=llm_options(flags),
+        judge=replace(llm_options(flags), shard=shard),
         rules_only=rules_only,
         iou_threshold=iou_threshold,
         math_deadline_s=deadline,

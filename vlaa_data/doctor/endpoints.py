@@ -11,18 +11,25 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vlaa_data.doctor.checks import Check, llm_check, one_line, scrub
 from vlaa_data.errors import SettingsError
 from vlaa_data.llm.presets import Endpoint, load_presets, redact_url, resolve_endpoint
 from vlaa_data.llm.reply import SCRIPTED_FINGERPRINT
-from vlaa_data.settings import Settings, StepSettings
+from vlaa_data.settings import Settings, endpoint_entries
+from vlaa_data.steps.registry import settings_steps
 from vlaa_data.workspace import CONFIG_NAME
 
-__all__ = ["PROBE_TIMEOUT_S", "endpoint_problem", "model_checks", "serves_scripted"]
+__all__ = [
+    "PROBE_TIMEOUT_S",
+    "endpoint_check",
+    "endpoint_problem",
+    "model_checks",
+    "serves_scripted",
+]
 
 PROBE_TIMEOUT_S = 5.0
 # Steps that resolve their endpoint, key included, only when they need a model: a missing key
@@ -64,14 +71,16 @@ def model_checks(
         return [llm_check("presets", "fail", str(exc), f"correct it in {CONFIG_NAME}")]
     checks: list[Check] = []
     endpoints: dict[str, Endpoint] = {}
+    fleets: list[tuple[str, Endpoint]] = []  # every endpoint of every step
     blocked: set[str] = set()  # steps that would refuse to start for want of their key
     for step in _llm_steps(settings):
-        section: StepSettings = getattr(settings, step)
+        section = settings.step(step)
+        urls = [entry.url for entry in endpoint_entries(base_url or section.base_url)]
         resolve = functools.partial(
             resolve_endpoint,
             section.model,
             presets,
-            base_url=base_url or section.base_url,
+            base_url=urls[0] if urls else None,
             api_key_env=api_key_env or section.api_key_env,
             environ=environ,
         )
@@ -91,20 +100,19 @@ def model_checks(
                 )
             )
             continue
+        fleet = [endpoint] + [replace(endpoint, base_url=url) for url in urls[1:]]
+        shown = ", ".join(e.shown_base_url or "" for e in fleet)
         checks.append(
-            llm_check(
-                f"model {step}",
-                "ok",
-                f"{section.model}: {endpoint.preset.model} at {endpoint.shown_base_url}",
-            )
+            llm_check(f"model {step}", "ok", f"{section.model}: {endpoint.preset.model} at {shown}")
         )
         endpoints[step] = endpoint
+        fleets += [(step, e) for e in fleet]
         try:  # the step's own rule: e.g. a preset moved to another endpoint needs no key
             resolve()
         except SettingsError:
             blocked.add(step)
     checks += _key_checks(endpoints, blocked)
-    targets = _targets(endpoints, blocked)
+    targets = _targets(fleets, blocked)
     checks += _endpoint_checks(targets, offline=offline, timeout_s=timeout_s)
     secrets = {e.api_key for e in endpoints.values() if e.api_key}
     return [scrub(check, secrets) for check in checks]
@@ -112,11 +120,7 @@ def model_checks(
 
 def _llm_steps(settings: Settings) -> list[str]:
     """The sections that name a model (caption, distill, rewrite, verify, aha), in order."""
-    return [
-        name
-        for name in type(settings).model_fields
-        if isinstance(getattr(settings, name), StepSettings)
-    ]
+    return [step.name for step in settings_steps()]
 
 
 def _key_checks(endpoints: Mapping[str, Endpoint], blocked: set[str]) -> list[Check]:
@@ -150,10 +154,10 @@ def _key_checks(endpoints: Mapping[str, Endpoint], blocked: set[str]) -> list[Ch
     return checks
 
 
-def _targets(endpoints: Mapping[str, Endpoint], blocked: set[str]) -> list[_Target]:
+def _targets(endpoints: Iterable[tuple[str, Endpoint]], blocked: set[str]) -> list[_Target]:
     """One target per distinct base URL; its key is the first one set among its steps."""
     targets: dict[str, _Target] = {}
-    for step, endpoint in endpoints.items():
+    for step, endpoint in endpoints:
         assert endpoint.base_url is not None
         url = endpoint.base_url.rstrip("/")
         target = targets.setdefault(url, _Target(url))
@@ -197,6 +201,12 @@ async def endpoint_problem(endpoint: Endpoint, *, timeout_s: float = PROBE_TIMEO
     redacted): it does not answer ``GET /models``, or refuses the key. None when it answers
     otherwise: a server without ``/models``, or one that does not list the model, may still
     take chat requests, which will say so themselves."""
+    check = await endpoint_check(endpoint, timeout_s=timeout_s)
+    return None if check is None else f"{check.name}: {check.detail}; {check.fix}"
+
+
+async def endpoint_check(endpoint: Endpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> Check | None:
+    """The failed check behind ``endpoint_problem`` (its name, detail and fix), or None."""
     if not endpoint.base_url:
         return None
     target, answer = await _ask_endpoint(endpoint, timeout_s)
@@ -205,8 +215,7 @@ async def endpoint_problem(endpoint: Endpoint, *, timeout_s: float = PROBE_TIMEO
         if answer[0] not in (401, 403):
             return None
         answer = _verdict(target, *answer)
-    check = scrub(answer, [endpoint.api_key] if endpoint.api_key else [])
-    return f"{check.name}: {check.detail}; {check.fix}"
+    return scrub(answer, [endpoint.api_key] if endpoint.api_key else [])
 
 
 async def serves_scripted(endpoint: Endpoint, *, timeout_s: float = PROBE_TIMEOUT_S) -> bool:

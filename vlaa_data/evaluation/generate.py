@@ -75,6 +75,7 @@ class Generation:
 def check_backend(settings: GenerationSettings) -> None:
     """Fail now, before data or model are loaded, when the backend's packages are missing."""
     kind = backend_kind(settings.backend)
+    kind.refuse_deferred("eval")
     kind.check()
     if not kind.in_process and not settings.base_url:
         raise VlaaError(

@@ -19,6 +19,7 @@ from typing import Any
 
 from vlaa_data import __version__
 from vlaa_data.errors import VlaaError
+from vlaa_data.store.shards import Shard
 from vlaa_data.workspace import Workspace
 
 __all__ = [
@@ -57,6 +58,7 @@ class AhaOptions:
     scope: str = "all"
     sources: Sequence[str] = ()
     command: str | None = None
+    shard: Shard | None = None  # only the samples of this shard
 
 
 @dataclass
@@ -151,13 +153,18 @@ def run_aha(ws: Workspace, options: AhaOptions) -> AhaReport:
     keywords = checked_keywords(options)
     count = _counter(keywords, options.match)
     settings = {"keywords": keywords, "match": options.match, "scope": options.scope}
+    if options.shard is not None:
+        settings["shard"] = str(options.shard)
     report = AhaReport()
     started = time.monotonic()
     with ws.store.run(options.command or "vlaa-data filter aha", __version__, settings) as run:
         report.run_id = run.id
         run.counts = report.to_dict
         try:
-            for texts in ws.store.iter_scored_texts(sources=options.sources, batch=_BATCH):
+            batches = ws.store.iter_scored_texts(
+                sources=options.sources, shard=options.shard, batch=_BATCH
+            )
+            for texts in batches:
                 rows = []
                 for text in texts:
                     counts = count(scoped_text(text.reasoning, text.response, options.scope))

@@ -121,7 +121,7 @@ def run_aha_model(
     started = time.monotonic()
     report = AhaModelReport()
     zero, found = _keyword_pass(ws, aha, checked_keywords(aha), report)
-    current = ws.store.current_step_results("aha", sources=aha.sources)
+    current = ws.store.current_step_results("aha", sources=aha.sources, shard=aha.shard)
     wanted = [s for s, f in found.items() if llm.redo or _state(current.get(s), f) not in _JUDGED]
     wanted = wanted[: llm.limit]
     samples = []
@@ -129,7 +129,9 @@ def run_aha_model(
         chosen = set(wanted)
         # Every sample as the runner knows it (attempts, current reply key), so that a cached
         # reply that changes nothing is not recorded again; the text is set as each one's parent.
-        ready = ws.store.ready_samples("aha", parent_step=None, sources=aha.sources, redo=True)
+        ready = ws.store.ready_samples(
+            "aha", parent_step=None, sources=aha.sources, shard=aha.shard, redo=True
+        )
         samples = [
             replace(s, parent_id=found[s.id].result_id, parent_output=found[s.id].parent_output())
             for s in ready
@@ -161,7 +163,7 @@ def run_aha_model(
                     run_id=run.id,
                 )
                 run.stopped = report.judge.stopped
-            current = ws.store.current_step_results("aha", sources=aha.sources)
+            current = ws.store.current_step_results("aha", sources=aha.sources, shard=aha.shard)
             ws.store.write_scores(
                 [_score(s, f, current.get(s), aha, report) for s, f in found.items()]
             )
@@ -179,7 +181,7 @@ def _keyword_pass(
     """(sample, text result) of the samples without a hit, and the hits of the others."""
     zero: list[tuple[str, int]] = []
     found: dict[str, _Found] = {}
-    for texts in ws.store.iter_scored_texts(sources=aha.sources, batch=_BATCH):
+    for texts in ws.store.iter_scored_texts(sources=aha.sources, shard=aha.shard, batch=_BATCH):
         for text in texts:
             body = scoped_text(text.reasoning, text.response, aha.scope)
             hits = find_hits(body, keywords, aha.match)
@@ -267,4 +269,5 @@ def _run_settings(aha: AhaOptions, llm: LlmOptions, ws: Workspace) -> dict[str, 
         "max_hits": MAX_HITS,
         "context_chars": CONTEXT_CHARS,
         "redo": llm.redo,
+        "shard": str(aha.shard) if aha.shard else None,
     }

@@ -45,6 +45,7 @@ from vlaa_data.hf import (
     set_max_pixels,
 )
 from vlaa_data.store.releases import ScoredText
+from vlaa_data.store.shards import Shard
 from vlaa_data.workspace import Workspace
 
 __all__ = ["BACKENDS", "TARGETS", "ModelReport", "PplOptions", "PplReport", "run_ppl", "score_name"]
@@ -65,6 +66,7 @@ class PplOptions:
     target: str = "response"
     batch_size: int = 8
     sources: list[str] = field(default_factory=list)
+    shard: Shard | None = None  # only the samples of this shard
     limit: int | None = None  # samples per model
     redo: bool = False  # score again samples that have a score of their current text
     backend: str = "transformers"
@@ -144,6 +146,7 @@ def run_ppl(
     _check(options)
     report = PplReport()
     settings = {k: v for k, v in asdict(options).items() if k != "command"}
+    settings["shard"] = str(options.shard) if options.shard else None
     started = time.monotonic()
     with ws.store.run(options.command or "vlaa-data filter ppl", __version__, settings) as run:
         report.run_id = run.id
@@ -184,7 +187,8 @@ def _score_model(
     on_progress: Callable[[ModelReport], None] | None,
 ) -> None:
     missing = None if options.redo else stats.score
-    texts = ws.store.scored_texts(sources=options.sources, missing=missing)[: options.limit]
+    texts = ws.store.scored_texts(sources=options.sources, missing=missing, shard=options.shard)
+    texts = texts[: options.limit]
     stats.selected = len(texts)
     if not texts:
         return

@@ -30,7 +30,7 @@ from vlaa_data.llm.presets import redact_url
 from vlaa_data.llm.reply import CallFailed, ChatReply, EndpointUnreachable, parse_completion
 from vlaa_data.llm.request import ChatRequest
 
-__all__ = ["HttpBackend", "HttpConfig"]
+__all__ = ["AttemptFailed", "HttpBackend", "HttpConfig", "classify_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,33 @@ class HttpConfig:
             f"backoff_base_s={self.backoff_base_s!r}, backoff_max_s={self.backoff_max_s!r}, "
             f"max_pixels={self.max_pixels!r}, extra_headers={sorted(self.extra_headers)!r})"
         )
+
+
+class AttemptFailed(Exception):
+    """One attempt that brought back no completion (``HttpBackend.send``).
+
+    ``reason`` is a code of ``vlaa_data.llm.reply``'s list; ``retryable`` says whether another
+    attempt may succeed, ``retry_after`` how long the server asked to wait, ``status`` the HTTP
+    status when a reply came, and ``connect`` that no connection could be made (nothing was sent).
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        status: int | None = None,
+        connect: bool = False,
+    ) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+        self.connect = connect
 
 
 class HttpBackend:
@@ -124,63 +151,83 @@ class HttpBackend:
         self._down: str | None = None  # why the endpoint is taken for unreachable
 
     async def complete(self, request: ChatRequest) -> ChatReply:
-        max_pixels = request.max_pixels
-        if max_pixels is None:
-            max_pixels = self.config.max_pixels
-        body = await self._body(request, max_pixels)
+        body = await self.encode(request)
         tokens = 0
         if self._limiter is not None and self._limiter.counts_tokens:
             tokens = _estimate_tokens(request)
-        session = self._get_session()
         retries = self.config.max_retries
         for attempt in range(retries + 1):
             if self._down is not None:
                 raise EndpointUnreachable(self._down)
             if self._limiter is not None:
                 await self._limiter.acquire(tokens)
-            retry_after = None
-            started = time.monotonic()
             try:
-                async with session.post(self._url, data=body) as response:
-                    self._refused = 0  # it answered
-                    status = response.status
-                    data = await response.read()
-                    if 200 <= status < 300:
-                        reply = parse_completion(data)
-                        reply.latency_s = time.monotonic() - started
-                        return reply
-                    reason, detail, retryable = _classify(status, response.headers, data)
-                    if retryable:
-                        retry_after = _retry_after(response.headers)
-            except asyncio.TimeoutError:  # not yet the builtin TimeoutError on 3.10
-                reason, retryable = "timeout", True
-                detail = f"no reply within {self.config.timeout_s:g} s"
-            except aiohttp.ClientConnectorError as exc:  # refused, no such host, no route
-                reason, retryable = "connection_error", True
-                detail = f"{type(exc).__name__}: {exc}"
-                self._refused += 1
+                return await self.send(body)
+            except AttemptFailed as exc:
+                failure = exc
+            detail = failure.detail
+            if failure.connect:
                 # Every attempt of this request could not connect, none answered in between.
                 all_refused = attempt == retries and self._refused > attempt
                 if self._refused >= UNREACHABLE_AFTER or all_refused:
-                    self._down = self._scrub(
+                    self._down = self.scrub(
                         f"endpoint {redact_url(self.config.base_url)} is unreachable: "
                         f"{self._refused} connection attempts in a row failed, none answered "
                         f"(last: {detail})"
                     )
                     raise EndpointUnreachable(self._down) from None
-            except aiohttp.ClientError as exc:
-                reason, retryable = "connection_error", True
-                detail = f"{type(exc).__name__}: {exc}"
-            if not retryable or attempt == retries:
+            if not failure.retryable or attempt == retries:
                 if attempt:
                     detail = f"{detail} ({attempt + 1} attempts)"
-                raise CallFailed(reason, self._scrub(detail))
-            wait = retry_after if retry_after is not None else self._backoff(attempt)
-            logger.debug("retrying in %.1f s after %s: %s", wait, reason, self._scrub(detail))
+                raise CallFailed(failure.reason, self.scrub(detail))
+            wait = failure.retry_after
+            if wait is None:
+                wait = self.backoff(attempt)
+            logger.debug(
+                "retrying in %.1f s after %s: %s", wait, failure.reason, self.scrub(detail)
+            )
             if self._on_retry is not None:
-                self._on_retry(reason)
+                self._on_retry(failure.reason)
             await self._sleep(wait)
         raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    async def encode(self, request: ChatRequest) -> bytes:
+        """The body that carries ``request``: images as data URLs within its pixel cap, else
+        the config's."""
+        max_pixels = request.max_pixels
+        if max_pixels is None:
+            max_pixels = self.config.max_pixels
+        return await self._body(request, max_pixels)
+
+    async def send(self, body: bytes) -> ChatReply:
+        """One attempt, without retries or the limiter: POST ``body`` (see ``encode``) and
+        return the completion. Raises ``AttemptFailed`` when none came back, and
+        ``CallFailed("unparseable_response")`` for a 200 that is not a completion."""
+        session = self._get_session()
+        started = time.monotonic()
+        try:
+            async with session.post(self._url, data=body) as response:
+                self._refused = 0  # it answered
+                status = response.status
+                data = await response.read()
+                if 200 <= status < 300:
+                    reply = parse_completion(data)
+                    reply.latency_s = time.monotonic() - started
+                    return reply
+                reason, detail, retryable = classify_status(status, response.headers, data)
+                retry_after = _retry_after(response.headers) if retryable else None
+        except asyncio.TimeoutError:  # not yet the builtin TimeoutError on 3.10
+            detail = f"no reply within {self.config.timeout_s:g} s"
+            raise AttemptFailed("timeout", detail) from None
+        except aiohttp.ClientConnectorError as exc:  # refused, no such host, no route
+            self._refused += 1
+            detail = f"{type(exc).__name__}: {exc}"
+            raise AttemptFailed("connection_error", detail, connect=True) from None
+        except aiohttp.ClientError as exc:  # dropped, reset, cut short
+            raise AttemptFailed("connection_error", f"{type(exc).__name__}: {exc}") from None
+        raise AttemptFailed(
+            reason, detail, retryable=retryable, retry_after=retry_after, status=status
+        )
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -188,25 +235,7 @@ class HttpBackend:
         self._session = None
 
     async def _body(self, request: ChatRequest, max_pixels: int | None) -> bytes:
-        messages = request.messages
-        # Only requests with content lists can hold images; text-only ones skip all of this.
-        if any(isinstance(m.get("content"), list) for m in messages):
-            messages = [await self._wire_message(m, max_pixels) for m in messages]
-        payload = {"model": request.model, "messages": messages, **request.params}
-        return json.dumps(payload).encode()
-
-    async def _wire_message(self, message: dict[str, Any], max_pixels: int | None) -> dict:
-        content = message.get("content")
-        if not isinstance(content, list) or not any(p.get("type") == "image" for p in content):
-            return message
-        parts = await asyncio.gather(*(self._wire_part(p, max_pixels) for p in content))
-        return {**message, "content": list(parts)}
-
-    async def _wire_part(self, part: dict[str, Any], max_pixels: int | None) -> dict:
-        if part.get("type") != "image":
-            return part
-        url = await self._images.encode(part["image"], max_pixels)
-        return {"type": "image_url", "image_url": {"url": url}}
+        return json.dumps(await self._images.payload(request, max_pixels)).encode()
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -226,11 +255,12 @@ class HttpBackend:
             self._session_loop = loop
         return self._session
 
-    def _backoff(self, attempt: int) -> float:
+    def backoff(self, attempt: int) -> float:
+        """How long to wait before retry ``attempt + 1`` when the server did not say."""
         ceiling = min(self.config.backoff_max_s, self.config.backoff_base_s * 2**attempt)
         return random.uniform(0.0, ceiling)
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
         # A server may echo the key back in its error message.
         key = self.config.api_key
         return text.replace(key, "***") if key else text
@@ -239,7 +269,7 @@ class HttpBackend:
         return f"HttpBackend({self.config!r})"
 
 
-def _classify(status: int, headers: Any, body: bytes) -> tuple[str, str, bool]:
+def classify_status(status: int, headers: Any, body: bytes) -> tuple[str, str, bool]:
     """The reason code, detail and whether to retry, for a non-2xx reply (as the SDK decides)."""
     detail = f"{status} {_error_message(body)}".rstrip()
     if status == 429:

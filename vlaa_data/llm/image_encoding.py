@@ -1,4 +1,5 @@
-"""Workspace images as ``data:`` URLs for OpenAI-compatible endpoints, downscaled to a pixel cap.
+"""Workspace images as ``data:`` URLs for OpenAI-compatible endpoints, downscaled to a pixel cap,
+and requests in the wire format that carries them (``ImageEncoder.payload``).
 
 An image within the cap, in a format every endpoint reads (PNG, JPEG, WEBP, GIF), is sent as
 its original bytes; anything else is decoded, scaled down keeping its aspect ratio and
@@ -14,11 +15,12 @@ import base64
 import io
 import math
 from collections import OrderedDict
+from typing import Any
 
 from PIL import Image, ImageOps
 
 from vlaa_data.llm.reply import CallFailed
-from vlaa_data.llm.request import ImagePart
+from vlaa_data.llm.request import ChatRequest, ImagePart
 
 __all__ = ["ImageEncoder", "encode_data_url"]
 
@@ -114,6 +116,27 @@ class ImageEncoder:
             pending.add_done_callback(lambda done: self._settle(key, done))
         # One waiter being cancelled must not cancel the encoding the others wait for.
         return await asyncio.shield(pending)
+
+    async def payload(self, request: ChatRequest, max_pixels: int | None) -> dict[str, Any]:
+        """The body of ``POST /chat/completions`` for ``request``: images as data URLs."""
+        messages = request.messages
+        # Only requests with content lists can hold images; text-only ones skip all of this.
+        if any(isinstance(m.get("content"), list) for m in messages):
+            messages = [await self._wire_message(m, max_pixels) for m in messages]
+        return {"model": request.model, "messages": messages, **request.params}
+
+    async def _wire_message(self, message: dict[str, Any], max_pixels: int | None) -> dict:
+        content = message.get("content")
+        if not isinstance(content, list) or not any(p.get("type") == "image" for p in content):
+            return message
+        parts = await asyncio.gather(*(self._wire_part(p, max_pixels) for p in content))
+        return {**message, "content": list(parts)}
+
+    async def _wire_part(self, part: dict[str, Any], max_pixels: int | None) -> dict:
+        if part.get("type") != "image":
+            return part
+        url = await self.encode(part["image"], max_pixels)
+        return {"type": "image_url", "image_url": {"url": url}}
 
     def _settle(self, key: tuple[str, int | None], done: asyncio.Future[str]) -> None:
         self._pending.pop(key, None)

@@ -60,9 +60,21 @@ class Preset(BaseModel):
     price_input: float = Field(0.0, ge=0)
     price_output: float = Field(0.0, ge=0)
     typical_output_tokens: int = Field(500, gt=0)
+    # The share a batch API takes off both prices (OpenAI's Batch API: half).
+    batch_discount: float = Field(0.5, ge=0, le=1)
 
     def cost(self, tokens_in: int | None, tokens_out: int | None) -> float:
         return ((tokens_in or 0) * self.price_input + (tokens_out or 0) * self.price_output) / 1e6
+
+    def at_batch_prices(self) -> Preset:
+        """This preset priced as its requests cost through a batch API: ``batch_discount`` off."""
+        keep = 1.0 - self.batch_discount
+        return self.model_copy(
+            update={
+                "price_input": self.price_input * keep,
+                "price_output": self.price_output * keep,
+            }
+        )
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ class CallFailed(Exception):
         # True when a reply came back (and may have been billed) but could not be used.
         self.paid = paid
         self.raw = raw
+        # The endpoint that sent that reply, when a pool of several chose it (shown form).
+        self.base_url: str | None = None
 
 
 class EndpointUnreachable(CallFailed):
@@ -67,6 +69,8 @@ class ChatReply:
     raw: dict[str, Any] = field(default_factory=dict)  # the response body, for the ledger
     latency_s: float = 0.0
     raw_json: str | None = None  # the body's text as received, when it came as text
+    # The endpoint that answered, when a pool of several chose it (credentials redacted).
+    base_url: str | None = None
 
     @property
     def scripted(self) -> bool:

@@ -23,18 +23,12 @@ from vlaa_data import __version__
 from vlaa_data.errors import VlaaError
 from vlaa_data.release.formats import SPLITS
 from vlaa_data.status import build_status
+from vlaa_data.steps.registry import card_columns
 from vlaa_data.store.releases import ReleaseRow
 from vlaa_data.workspace import Workspace
 
 __all__ = ["CardFacts", "card_facts", "render_card", "size_category", "write_card"]
 
-STEP_COLUMNS = {  # table heading -> status step whose "done" count it shows
-    "collected": "collect",
-    "captioned": "caption",
-    "distilled": "distill",
-    "rewritten": "rewrite",
-    "verified correct": "verify",
-}
 TAGS = ["reasoning", "multimodal", "r1", "vlaa-thinking", "synthetic"]
 TASKS = ["visual-question-answering", "image-text-to-text"]
 _SIZES = [
@@ -84,10 +78,11 @@ def card_facts(ws: Workspace, name: str) -> CardFacts:
     rows = {split: ws.store.release_rows(name, split) for split in SPLITS}
     every = [row for split_rows in rows.values() for row in split_rows]
     by_source = build_status(ws.store).by_source
+    columns = card_columns()
     per_source: dict[str, dict[str, int]] = {}
     for source in sorted(set(by_source) | {row.source for row in every}):
         steps = by_source.get(source, {})
-        counts = {col: steps.get(step, {}).get("done", 0) for col, step in STEP_COLUMNS.items()}
+        counts = {col: steps.get(step, {}).get("done", 0) for col, step in columns.items()}
         for split, split_rows in rows.items():
             counts[split] = sum(row.source == source for row in split_rows)
         per_source[source] = counts
@@ -152,7 +147,7 @@ def render_card(
         how_to_load=_how_to_load(fmt, repo_id or "USER/DATASET", splits, out),
         columns=_columns(out),
         source_table=_table(
-            ["source", *STEP_COLUMNS, "SFT", "RL", "test"],
+            ["source", *card_columns(), "SFT", "RL", "test"],
             [[src, *counts.values()] for src, counts in facts.per_source.items()],
         ),
         verdict_table=_table(["method", "samples"], list(facts.verify_methods.items())),

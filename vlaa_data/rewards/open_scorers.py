@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from vlaa_data.answers import split_reasoning
 from vlaa_data.errors import VlaaError
 from vlaa_data.hf import require, resolve_device
-from vlaa_data.llm.backends import BackendSpec, endpoint_for, make_backend
+from vlaa_data.llm.backends import BackendSpec, backend_kind, endpoint_for, make_backend
 from vlaa_data.llm.fanout import complete_all
 from vlaa_data.llm.presets import load_presets
 from vlaa_data.llm.reply import CallFailed
@@ -127,6 +127,7 @@ class JudgeScorer(_SingleCall):
     ) -> JudgeScorer:
         """A judge through preset (or raw model id) ``name`` on ``backend`` (a registered
         name); fails at once without its key."""
+        backend_kind(backend).refuse_deferred("the judge of open-ended answers")
         endpoint = endpoint_for(backend, name, load_presets(presets), base_url=base_url)
         spec = BackendSpec(
             kind=backend, endpoint=endpoint, timeout_s=timeout_s, max_retries=6, max_pixels=None

@@ -42,11 +42,13 @@ def _synthetic_kinds() -> tuple[str, ...]:
 def open_source(spec: str, path: str | Path | None, options: SourceOptions) -> Source:
     """The Source named by ``collect SOURCE [PATH]``: an adapter, synthetic, a path or a Hub id."""
     _register_all()
-    if spec == "synthetic" or spec.startswith("synthetic:"):
-        from vlaa_data.sources.synthetic import SyntheticSource
+    name, _, kinds_spec = spec.partition(":")
+    if name in ("synthetic", "synthetic-r1"):
+        from vlaa_data.sources.synthetic import SyntheticSource, SyntheticTracesSource
 
-        kinds = [k for k in spec.partition(":")[2].split(",") if k] or None
-        return SyntheticSource(None, options, kinds=kinds)
+        kinds = [k for k in kinds_spec.split(",") if k] or None
+        made = SyntheticSource if name == "synthetic" else SyntheticTracesSource
+        return made(None, options, kinds=kinds)
     if spec in ADAPTERS:
         if path is None:
             raise SourceError(f"collect {spec} needs a PATH to the dataset's file or folder")

@@ -46,7 +46,6 @@ class AhaJudgeStep(LlmStep):
     name = "aha"
     # The text it judges is the rewrite's, else the distilled one: the caller selects the
     # samples and sets each one's parent to that text's result.
-    parent_step = None
     needs_vision = False
 
     def __init__(self, template: str) -> None:

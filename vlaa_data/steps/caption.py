@@ -15,8 +15,9 @@ from vlaa_data.answers import split_reasoning
 from vlaa_data.llm.presets import Preset
 from vlaa_data.llm.reply import ChatReply
 from vlaa_data.llm.request import ChatRequest, image_part
-from vlaa_data.steps.llm_step import LlmStep, Outcome, Skip
+from vlaa_data.steps.llm_step import LlmOptions, LlmStep, Outcome, Skip
 from vlaa_data.store.llm import ReadySample
+from vlaa_data.workspace import Workspace
 
 __all__ = ["CaptionStep"]
 
@@ -28,6 +29,10 @@ class CaptionStep(LlmStep):
     def __init__(self, template: str, image_root: Path) -> None:
         super().__init__(template)
         self.image_root = image_root
+
+    @classmethod
+    def build(cls, template: str, ws: Workspace, options: LlmOptions) -> CaptionStep:
+        return cls(template, ws.root)
 
     def plan(
         self, sample: ReadySample, preset: Preset, params: dict[str, Any], max_pixels: int | None

@@ -28,6 +28,7 @@ from vlaa_data import __version__
 from vlaa_data.answers import REWARD_TYPES, infer_reward_type, normalise_choice
 from vlaa_data.images import ImageInfo, ImageRejected, ImageStore, inspect_image
 from vlaa_data.sources.base import RawSample, RowRejected, Source, content_id, row_preview
+from vlaa_data.store.shards import Shard
 from vlaa_data.workspace import Workspace
 
 __all__ = ["CollectReport", "collect"]
@@ -44,6 +45,8 @@ class CollectReport:
     already_present: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    shard: Shard | None = None
+    other_shards: int = 0  # rows skipped because their sample belongs to another shard
 
     @property
     def rejected_total(self) -> int:
@@ -57,6 +60,8 @@ class CollectReport:
             "already_present": self.already_present,
             "rejected": self.rejected_total,
             "rejected_by_reason": dict(sorted(self.rejected.items())),
+            "shard": str(self.shard) if self.shard else None,
+            "other_shards": self.other_shards,
             "seconds": round(self.seconds, 3),
         }
 
@@ -201,25 +206,34 @@ class _ImagePool:
 
 class _Collector:
     def __init__(
-        self, workspace: Workspace, source: Source, name: str, keep_dupes: bool, command: str
+        self,
+        workspace: Workspace,
+        source: Source,
+        name: str,
+        keep_dupes: bool,
+        command: str,
+        shard: Shard | None,
     ) -> None:
         self.ws = workspace
         self.command = command
         self.source = source
         self.name = name
         self.keep_dupes = keep_dupes
+        self.shard = shard
         store = workspace.store
         self.existing_ids = store.sample_ids(name)
         self.image_owner = {} if keep_dupes else store.image_owners(name)
         self.known_images = store.known_images()
         self.seen_ids: Counter[str] = Counter()
-        self.report = CollectReport(source=name, run_id="")
+        self.report = CollectReport(source=name, run_id="", shard=shard)
 
     def run(self, on_progress: Callable[[int], None] | None) -> CollectReport:
         store = self.ws.store
         settings = self.ws.settings.collect
         started = time.monotonic()
         run_settings = {"collect": settings.model_dump(), "source": self.name}
+        if self.shard is not None:
+            run_settings["shard"] = str(self.shard)
         with store.run(self.command, __version__, run_settings) as run:
             self.report.run_id = run_id = run.id
             run.counts = self.report.to_dict
@@ -262,6 +276,8 @@ class _Collector:
         for item in batch:
             if isinstance(item, RowRejected):
                 key = item.row_key or content_id(row_preview(item.row))
+                if self._elsewhere(f"{self.name}/{key}"):
+                    continue
                 self._reject(prepared, run_id, key, item.reason, item.detail, item.row)
                 continue
             candidate = self._candidate(item, prepared, run_id)
@@ -352,6 +368,8 @@ class _Collector:
             raw.question, raw.answer, raw.image.identity() if raw.image else None
         )
         sample_id = f"{self.name}/{source_id}"
+        if self._elsewhere(sample_id):
+            return None
         self.seen_ids[sample_id] += 1
         if self.seen_ids[sample_id] > 1:
             key = f"{source_id}#{self.seen_ids[sample_id]}"
@@ -378,6 +396,14 @@ class _Collector:
             self._reject(batch, run_id, source_id, problem.reason, problem.detail, raw.row)
             return None
         return _Candidate(sample_id, source_id, question, answer, reward_type, context_json, raw)
+
+    def _elsewhere(self, sample_id: str) -> bool:
+        """Whether the row of ``sample_id`` belongs to another shard (skipped, not rejected:
+        that shard's collect records it)."""
+        if self.shard is None or self.shard.contains(sample_id):
+            return False
+        self.report.other_shards += 1
+        return True
 
     def _imported_results(self, candidate: _Candidate, run_id: str) -> list[dict[str, Any]]:
         imported = candidate.raw.imported
@@ -415,10 +441,15 @@ def collect(
     keep_duplicate_images: bool = False,
     on_progress: Callable[[int], None] | None = None,
     command: str | None = None,
+    shard: Shard | None = None,
 ) -> CollectReport:
     """Collect every row of ``source`` into ``workspace`` under the source name ``name``.
 
-    ``command`` is what the ``runs`` table records as the command line.
+    ``command`` is what the ``runs`` table records as the command line. With ``shard``, only
+    the rows whose sample id belongs to it are collected (``--limit`` and ``--seed`` choose
+    the rows first, so every shard sees the same rows); the others are counted as
+    ``other_shards``. Images are deduplicated within the shard only.
     """
     command = command or f"collect {name}"
-    return _Collector(workspace, source, name, keep_duplicate_images, command).run(on_progress)
+    collector = _Collector(workspace, source, name, keep_duplicate_images, command, shard)
+    return collector.run(on_progress)

@@ -55,7 +55,6 @@ def _as_line(item: Any) -> str:
 
 class DistillStep(LlmStep):
     name = "distill"
-    parent_step = "caption"
     needs_vision = False
 
     def plan(

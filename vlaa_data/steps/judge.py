@@ -42,7 +42,6 @@ def verdict_outcome(verdict: Verdict, output: dict[str, Any] | None = None) -> O
 
 class JudgeStep(LlmStep):
     name = "verify"
-    parent_step = "rewrite"
     needs_vision = False
 
     def plan(

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlaa_data import __version__
 from vlaa_data.errors import SettingsError
@@ -29,11 +29,7 @@ from vlaa_data.llm.presets import Endpoint, Preset, load_presets
 from vlaa_data.llm.reply import CallFailed, ChatReply, EndpointUnreachable, parse_completion
 from vlaa_data.llm.request import ChatRequest
 from vlaa_data.llm.templates import load_template
-from vlaa_data.settings import StepSettings
-from vlaa_data.steps.aha_judge import AhaJudgeStep
-from vlaa_data.steps.caption import CaptionStep
-from vlaa_data.steps.distill import DistillStep
-from vlaa_data.steps.judge import JudgeStep
+from vlaa_data.settings import EndpointEntry, StepSettings, endpoint_entries
 from vlaa_data.steps.llm_step import (
     Estimate,
     LlmOptions,
@@ -45,15 +41,16 @@ from vlaa_data.steps.llm_step import (
     result_row,
 )
 from vlaa_data.steps.llm_writer import ResultWriter
-from vlaa_data.steps.rewrite import RewriteStep
+from vlaa_data.steps.registry import get_step, llm_steps
 from vlaa_data.store.journal import Journal
 from vlaa_data.store.llm import CachedCall, ReadySample
 from vlaa_data.workspace import Workspace
 
-__all__ = ["LLM_STEPS", "leaves_scripted", "preflight", "run_llm_step"]
+if TYPE_CHECKING:
+    from vlaa_data.llm.pool import EndpointPool, PoolMember
 
-# verify and aha judge the samples their callers pass (run_verify, run_aha_model).
-LLM_STEPS = ("caption", "distill", "rewrite", "verify", "aha")
+__all__ = ["leaves_scripted", "preflight", "run_llm_step"]
+
 _PLAN_CHUNK = 128  # samples planned and looked up in the cache at a time
 _PLAN_SLICE = 32  # samples planned between two turns of the event loop
 _FIRST_CHUNK = 8  # the first chunks are smaller, so the first requests leave at once
@@ -67,22 +64,13 @@ _PROBE_TIMEOUT_S = (5.0, 30.0)
 
 
 def _build_step(name: str, ws: Workspace, options: LlmOptions, prompt: str | None) -> LlmStep:
-    template = load_template(name, prompt)
-    if name == "caption":
-        return CaptionStep(template, ws.root)
-    if name == "distill":
-        return DistillStep(template)
-    if name == "rewrite":
-        limit = options.max_word_diff
-        return RewriteStep(
-            template,
-            max_word_diff=ws.settings.rewrite.max_word_diff if limit is None else limit,
+    info = get_step(name)
+    if info.plan is None:
+        raise SettingsError(
+            f"step {name} asks no model; the LLM steps are {', '.join(llm_steps())}"
         )
-    if name == "verify":
-        return JudgeStep(template)
-    if name == "aha":
-        return AhaJudgeStep(template)
-    raise SettingsError(f"unknown LLM step {name!r}; use one of {', '.join(LLM_STEPS)}")
+    template = load_template(name, prompt or info.prompt)
+    return info.plan_class().build(template, ws, options)
 
 
 @dataclass
@@ -99,6 +87,8 @@ class _Plan:
     budget_usd: float | None
     # False when the run leaves the scripted stand-in's replies behind (see _leaves_scripted).
     keep_scripted: bool = True
+    # Several endpoints (a fleet, see vlaa_data.llm.pool); ``endpoint`` is the first of them.
+    fleet: tuple[PoolMember, ...] = ()
 
     @property
     def preset(self) -> Preset:
@@ -111,19 +101,27 @@ class _Plan:
 
 
 def _resolve(ws: Workspace, name: str, options: LlmOptions) -> _Plan:
-    backend_kind(options.backend)  # an unknown name fails first
+    kind = backend_kind(options.backend)  # an unknown name fails first
     llm = ws.settings.llm
-    step_settings: StepSettings = getattr(ws.settings, name)
+    step_settings: StepSettings = ws.settings.step(name)
     model = options.model or step_settings.model
     presets = load_presets(ws.settings.presets)
-    endpoint = endpoint_for(
+    entries = endpoint_entries(options.base_url or step_settings.base_url)
+    resolve = functools.partial(
+        endpoint_for,
         options.backend,
         model,
         presets,
-        base_url=options.base_url or step_settings.base_url,
         api_key_env=options.api_key_env or step_settings.api_key_env,
         needs_key=not options.dry_run,
     )
+    endpoint = resolve(base_url=entries[0].url if entries else None)
+    fleet = _fleet(options, entries, endpoint, resolve, llm.concurrency)
+    # --concurrency, else the endpoint's own, else [llm]'s; a fleet's is the sum of its own.
+    own = entries[0].concurrency if entries else None
+    concurrency = options.concurrency or own or llm.concurrency
+    if fleet:
+        concurrency = sum(member.concurrency for member in fleet)
     step = _build_step(name, ws, options, options.prompt or step_settings.prompt)
     if getattr(step, "needs_vision", False) and not endpoint.preset.vision:
         raise SettingsError(
@@ -148,13 +146,40 @@ def _resolve(ws: Workspace, name: str, options: LlmOptions) -> _Plan:
             rpm=options.rpm or llm.rpm,
             tpm=options.tpm or llm.tpm,
             batch_size=options.batch_size,
+            state_dir=ws.root,
+            poll_s=llm.batch_poll_s,
         ),
         params=params,
         max_pixels=max_pixels,
-        concurrency=options.concurrency or llm.concurrency,
+        # A batch backend gets whole batches in flight, not --concurrency requests.
+        concurrency=kind.in_flight(concurrency, options.batch_size),
         flush_s=llm.flush_s,
         # 0 is a budget too: nothing may be sent.
         budget_usd=step_settings.budget_usd if options.budget_usd is None else options.budget_usd,
+        fleet=fleet,
+    )
+
+
+def _fleet(
+    options: LlmOptions,
+    entries: Sequence[EndpointEntry],
+    first: Endpoint,
+    resolve: Callable[..., Endpoint],
+    default_concurrency: int,
+) -> tuple[PoolMember, ...]:
+    """The pool's members when ``entries`` name several endpoints, else none: each endpoint
+    takes ``--concurrency`` requests at a time, else its entry's ``concurrency``, else
+    ``[llm] concurrency``."""
+    if len(entries) < 2:
+        return ()
+    if options.backend != "openai":
+        raise SettingsError(f"several endpoints need the openai backend, not {options.backend}")
+    from vlaa_data.llm.pool import PoolMember
+
+    endpoints = [first] + [resolve(base_url=entry.url) for entry in entries[1:]]
+    return tuple(
+        PoolMember(endpoint, options.concurrency or entry.concurrency or default_concurrency)
+        for endpoint, entry in zip(endpoints, entries, strict=True)
     )
 
 
@@ -189,18 +214,21 @@ def run_llm_step(
     plan.keep_scripted = not _leaves_scripted(ws, plan, probe=not options.dry_run)
     parent_step, waiting = None, 0
     if samples is None:
-        parent_step = plan.step.parent_step
+        parent_step = get_step(name).parent
         samples = ws.store.ready_samples(
             name,
             parent_step=parent_step,
             sources=options.sources,
+            shard=options.shard,
             redo=options.redo,
             retry_truncated=options.retry_truncated,
             limit=options.limit,
             redo_scripted=not plan.keep_scripted,
         )
         if parent_step is not None:
-            waiting = ws.store.waiting_for_parent(name, parent_step, sources=options.sources)
+            waiting = ws.store.waiting_for_parent(
+                name, parent_step, sources=options.sources, shard=options.shard
+            )
     report = LlmReport(
         step=name,
         model=plan.preset.name,
@@ -259,7 +287,14 @@ def _leaves_scripted(ws: Workspace, plan: _Plan, *, probe: bool) -> bool:
         return True
     from vlaa_data.doctor.endpoints import serves_scripted
 
-    return not asyncio.run(serves_scripted(plan.endpoint, timeout_s=plan.probe_timeout_s))
+    async def all_scripted() -> bool:
+        endpoints = [member.endpoint for member in plan.fleet] or [plan.endpoint]
+        timeout_s = plan.probe_timeout_s
+        return all(
+            await asyncio.gather(*(serves_scripted(e, timeout_s=timeout_s) for e in endpoints))
+        )
+
+    return not asyncio.run(all_scripted())
 
 
 def _run_settings(plan: _Plan, options: LlmOptions) -> dict[str, Any]:
@@ -269,6 +304,7 @@ def _run_settings(plan: _Plan, options: LlmOptions) -> dict[str, Any]:
         "model": plan.preset.model,
         "backend": options.backend,
         "base_url": plan.endpoint.shown_base_url,
+        "endpoints": {m.endpoint.shown_base_url: m.concurrency for m in plan.fleet} or None,
         "api_key_env": plan.endpoint.api_key_env,
         "params": plan.params,
         "max_pixels": plan.max_pixels,
@@ -354,6 +390,7 @@ class _Run:
         self._reply_arrived = asyncio.Event()
         self._probed = False
         self._sending: set[asyncio.Task[None]] = set()  # tasks awaiting the backend
+        self._pool: EndpointPool | None = None
 
     async def drive(self, samples: Sequence[ReadySample]) -> None:
         main = asyncio.current_task()
@@ -366,7 +403,7 @@ class _Run:
             )
             if seen:
                 self._expected_out = seen
-        backend = make_backend(self.plan.backend, on_retry=self._count_retry)
+        backend = self._backend()
         await self.writer.start()
         ticker = asyncio.create_task(self._tick())
         tasks: set[asyncio.Task[None]] = set()
@@ -389,6 +426,8 @@ class _Run:
                 await self.writer.close()
             finally:
                 await closing
+                if self._pool is not None:
+                    self.report.endpoints = self._pool.answered
                 self._emit()
                 with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(signal.SIGTERM)
@@ -516,9 +555,27 @@ class _Run:
         origin = {"backend": hit.backend, "base_url": hit.base_url, "scripted": hit.scripted}
         self._record(sample, outcome, method="cache", key=key, origin=origin)
 
+    def _backend(self) -> Backend:
+        """The step's backend; for several endpoints, a pool of them."""
+        if not self.plan.fleet:
+            return make_backend(self.plan.backend, on_retry=self._count_retry)
+        from vlaa_data.llm.pool import EndpointPool
+
+        self._pool = EndpointPool.from_spec(
+            self.plan.backend,
+            self.plan.fleet,
+            probe_timeout_s=self.plan.probe_timeout_s,
+            on_retry=self._count_retry,
+            on_note=self.report.notes.append,
+        )
+        return self._pool
+
     async def _endpoint_problem(self) -> str | None:
         """Why the endpoint cannot take requests (no answer, its key refused), as ``doctor``
-        finds it; None when it answers, or when the model runs in-process."""
+        finds it; None when it answers, or when the model runs in-process. Of a fleet, the
+        endpoints that cannot are noted and skipped; the line only when none can."""
+        if self._pool is not None:
+            return await self._pool.probe()
         if not self.plan.endpoint.base_url:  # in-process models have none
             return None
         from vlaa_data.doctor.endpoints import endpoint_problem
@@ -540,7 +597,7 @@ class _Run:
     async def _send(
         self, backend: Backend, sample: ReadySample, request: ChatRequest, key: str, cost: float
     ) -> None:
-        call, scripted = None, None
+        call, scripted, answered_by = None, None, None
         task = asyncio.current_task()
         assert task is not None
         self._sending.add(task)
@@ -556,13 +613,14 @@ class _Run:
         except CallFailed as exc:
             if exc.paid:
                 call = self._ledger_row(sample, request, key, None, error=exc)
+            answered_by = exc.base_url
             outcome = Outcome("failed", {"error": exc.detail}, exc.reason)
             self.report.request_failures[exc.reason] += 1
             if self.report.first_failure is None:
                 self.report.first_failure = exc.detail
         else:
             call = self._ledger_row(sample, request, key, reply)
-            scripted = reply.scripted
+            scripted, answered_by = reply.scripted, reply.base_url
             self._account(reply)
             outcome = self.plan.step.interpret(sample, reply, self.plan.preset)
         finally:
@@ -575,7 +633,7 @@ class _Run:
         # requests still in flight are ever sent twice. The commit follows in batches.
         origin = {
             "backend": self.plan.backend.kind,
-            "base_url": self.plan.endpoint.shown_base_url,
+            "base_url": answered_by or self.plan.endpoint.shown_base_url,
             "scripted": scripted,
         }
         self._record(
@@ -655,7 +713,10 @@ class _Run:
             "step": self.plan.step.name,
             "sample_id": sample.id,
             "backend": self.plan.backend.kind,
-            "base_url": self.plan.endpoint.shown_base_url,
+            "base_url": (
+                (reply.base_url if reply else error.base_url if error else None)
+                or self.plan.endpoint.shown_base_url
+            ),
             "model": preset.model,
             "preset": preset.name,
             "request": request.rendered_json,

@@ -10,13 +10,18 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlaa_data.llm.presets import Preset
 from vlaa_data.llm.reply import ChatReply
 from vlaa_data.llm.request import ChatRequest
 from vlaa_data.store.llm import ReadySample
+
+if TYPE_CHECKING:
+    from vlaa_data.workspace import Workspace
+from vlaa_data.store.shards import Shard
 
 __all__ = [
     "LlmOptions",
@@ -35,7 +40,7 @@ class LlmOptions:
     """Flags of an LLM step; ``None`` means the workspace settings' value."""
 
     model: str | None = None
-    base_url: str | None = None
+    base_url: str | Sequence[str] | None = None  # several (or commas): a fleet, llm/pool.py
     api_key_env: str | None = None
     backend: str = "openai"
     concurrency: int | None = None
@@ -49,6 +54,7 @@ class LlmOptions:
     prompt: str | None = None
     limit: int | None = None
     sources: tuple[str, ...] = ()
+    shard: Shard | None = None  # only the samples of this shard (``vlaa_data.store.shards``)
     redo: bool = False
     retry_truncated: bool = False
     no_cache: bool = False
@@ -116,11 +122,18 @@ def result_row(
 
 
 class LlmStep(ABC):
+    """A step's requests and results; what else the step is (its parent, settings, command)
+    is its row of the step table, ``vlaa_data.steps.registry``."""
+
     name: str
-    parent_step: str | None = None  # the step whose done result this one builds on
 
     def __init__(self, template: str) -> None:
         self.template = template
+
+    @classmethod
+    def build(cls, template: str, ws: Workspace, options: LlmOptions) -> LlmStep:
+        """The step for one run: its prompt ``template``, the workspace and the flags."""
+        return cls(template)
 
     @abstractmethod
     def plan(
@@ -204,6 +217,9 @@ class LlmReport:
     first_failure: str | None = None
     parent_step: str | None = None
     waiting: int = 0  # samples not ready because parent_step has not done them
+    # With several endpoints: replies each one sent, and what happened to them on the way.
+    endpoints: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def stop_line(self) -> str | None:
         """Why the step did not do its work, in one line (the CLI exits 1 with it): the
@@ -254,6 +270,8 @@ class LlmReport:
             "waiting": {self.parent_step: self.waiting} if self.parent_step else {},
             "recovered": self.recovered,
         }
+        if self.endpoints or self.notes:
+            data["endpoints"], data["notes"] = dict(self.endpoints), list(self.notes)
         if self.estimate is not None:
             data["dry_run"] = self.estimate.to_dict()
         return data

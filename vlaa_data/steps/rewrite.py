@@ -19,8 +19,9 @@ from vlaa_data.llm.presets import Preset
 from vlaa_data.llm.reply import ChatReply
 from vlaa_data.llm.request import ChatRequest
 from vlaa_data.llm.templates import render
-from vlaa_data.steps.llm_step import LlmStep, Outcome, Skip
+from vlaa_data.steps.llm_step import LlmOptions, LlmStep, Outcome, Skip
 from vlaa_data.store.llm import ReadySample
+from vlaa_data.workspace import Workspace
 
 __all__ = ["RewriteStep", "mentions_given_text", "words_changed"]
 
@@ -60,12 +61,18 @@ def _lines(text: str) -> int:
 
 class RewriteStep(LlmStep):
     name = "rewrite"
-    parent_step = "distill"
     needs_vision = False
 
     def __init__(self, template: str, *, max_word_diff: int = 15) -> None:
         super().__init__(template)
         self.max_word_diff = max_word_diff
+
+    @classmethod
+    def build(cls, template: str, ws: Workspace, options: LlmOptions) -> RewriteStep:
+        limit = options.max_word_diff
+        return cls(
+            template, max_word_diff=ws.settings.rewrite.max_word_diff if limit is None else limit
+        )
 
     def plan(
         self, sample: ReadySample, preset: Preset, params: dict[str, Any], max_pixels: int | None

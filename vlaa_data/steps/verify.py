@@ -35,7 +35,8 @@ _CHUNK = 2000  # samples decided and written per transaction
 
 @dataclass
 class VerifyOptions:
-    """``judge`` carries the judge's model and the selection flags (limit, sources, redo)."""
+    """``judge`` carries the judge's model and the selection flags (limit, sources, shard,
+    redo)."""
 
     judge: LlmOptions = field(default_factory=LlmOptions)
     rules_only: bool = False
@@ -95,6 +96,7 @@ def run_verify(
         "verify",
         parent_step="rewrite",
         sources=llm.sources,
+        shard=llm.shard,
         redo=llm.redo,
         retry_truncated=llm.retry_truncated,
         limit=llm.limit,
@@ -105,7 +107,9 @@ def run_verify(
         run_id=None,
         selected=len(samples),
         rules_only=options.rules_only,
-        waiting=ws.store.waiting_for_parent("verify", "rewrite", sources=llm.sources),
+        waiting=ws.store.waiting_for_parent(
+            "verify", "rewrite", sources=llm.sources, shard=llm.shard
+        ),
     )
     started = time.monotonic()
     if judging and not llm.dry_run and not samples.reward_types() <= set(RULE_TYPES):
@@ -230,4 +234,5 @@ def _run_settings(ws: Workspace, options: VerifyOptions) -> dict[str, Any]:
         "iou_threshold": options.iou_threshold,
         "math_deadline_s": options.math_deadline_s,
         "redo": options.judge.redo,
+        "shard": str(options.judge.shard) if options.judge.shard else None,
     }

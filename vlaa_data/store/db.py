@@ -13,13 +13,13 @@ import duckdb
 
 from vlaa_data.errors import QueryError, VlaaError, WorkspaceInUse
 from vlaa_data.store.llm import LlmQueries
+from vlaa_data.store.merge import MergeQueries
 from vlaa_data.store.migrations import MIGRATIONS
 from vlaa_data.store.releases import ReleaseQueries
 from vlaa_data.store.runs import RunQueries
 
-__all__ = ["PIPELINE_STEPS", "QueryResult", "Store"]
+__all__ = ["QueryResult", "Store"]
 
-PIPELINE_STEPS = ("collect", "caption", "distill", "rewrite", "verify", "split")
 _READ_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA"}
 # "EXPLAIN [ANALYZE] [(FORMAT …)]" before the statement explained
 _EXPLAIN = re.compile(r"EXPLAIN\s+(ANALY[SZ]E\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
@@ -36,7 +36,7 @@ def _is_lock_conflict(exc: duckdb.Error) -> bool:
     return "lock" in str(exc).lower()
 
 
-class Store(LlmQueries, ReleaseQueries, RunQueries):
+class Store(LlmQueries, MergeQueries, ReleaseQueries, RunQueries):
     """A connection to ``vlaa.duckdb``. Writers must hold the workspace's ``WriterLock``.
 
     DuckDB lets no other process open the file while a writer has it open. Long-running

@@ -10,6 +10,7 @@ from typing import Any, overload
 import duckdb
 
 from vlaa_data.store.journal import JournalEntry
+from vlaa_data.store.shards import Shard
 
 __all__ = ["CachedCall", "LlmQueries", "ReadySample", "ReadySamples", "StepResult"]
 
@@ -124,12 +125,14 @@ class LlmQueries:
         retry_truncated: bool = False,
         limit: int | None = None,
         redo_scripted: bool = False,
+        shard: Shard | None = None,
     ) -> ReadySamples:
         """Samples whose upstream step is done and whose ``step`` is pending, stale or failed.
 
         ``redo`` takes every ready sample; truncated results are taken again only with
         ``retry_truncated`` (their reply is cached, so this pays only when the budget changed);
-        ``redo_scripted`` takes those whose result came from the scripted stand-in server too.
+        ``redo_scripted`` takes those whose result came from the scripted stand-in server too;
+        ``shard`` keeps only the samples of that shard.
         """
         # The recursive view once for both steps, not once per join.
         params: list[Any] = [step, parent_step or step, step, step]
@@ -148,6 +151,8 @@ class LlmQueries:
         if sources:
             where.append(f"s.source IN ({', '.join('?' * len(sources))})")
             params.extend(sources)
+        if shard is not None:
+            where.append(shard.sql("s.id"))
         sql = f"""
             WITH cur AS MATERIALIZED (SELECT * FROM current_results WHERE step IN (?, ?))
             SELECT s.id, s.source, s.question, s.answer, s.reward_type, s.context,
@@ -169,7 +174,12 @@ class LlmQueries:
         return ReadySamples(self.con.execute(sql, params).fetchall())
 
     def waiting_for_parent(
-        self, step: str, parent_step: str, *, sources: Sequence[str] = ()
+        self,
+        step: str,
+        parent_step: str,
+        *,
+        sources: Sequence[str] = (),
+        shard: Shard | None = None,
     ) -> int:
         """Samples without a result of ``step`` whose ``parent_step`` has none either, or a
         failed or truncated one: running the parent may make them ready (its rejections are
@@ -187,11 +197,13 @@ class LlmQueries:
         if sources:
             sql += f" AND s.source IN ({', '.join('?' * len(sources))})"
             params.extend(sources)
+        if shard is not None:
+            sql += f" AND {shard.sql('s.id')}"
         [(count,)] = self.con.execute(sql, params).fetchall()
         return int(count)
 
     def current_step_results(
-        self, step: str, *, sources: Sequence[str] = ()
+        self, step: str, *, sources: Sequence[str] = (), shard: Shard | None = None
     ) -> dict[str, StepResult]:
         """Each sample's current result of ``step`` (by sample id), for those that have one."""
         sql = (
@@ -202,6 +214,8 @@ class LlmQueries:
         if sources:
             sql += f" AND s.source IN ({', '.join('?' * len(sources))})"
             params.extend(sources)
+        if shard is not None:
+            sql += f" AND {shard.sql('s.id')}"
         return {
             r[0]: StepResult(r[1], r[2], r[3], json.loads(r[4]) if r[4] else None, r[5], r[6])
             for r in self.con.execute(sql, params).fetchall()

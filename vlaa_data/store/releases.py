@@ -10,6 +10,7 @@ from typing import Any, overload
 import duckdb
 
 from vlaa_data.errors import QueryError
+from vlaa_data.store.shards import Shard
 
 __all__ = ["SPLITS", "ReleaseQueries", "ReleaseRow", "ReleaseRows", "ScoredText"]
 
@@ -148,15 +149,24 @@ class ReleaseQueries:
     _insert: Any
 
     def scored_texts(
-        self, *, sources: Sequence[str] = (), missing: str | None = None
+        self,
+        *,
+        sources: Sequence[str] = (),
+        missing: str | None = None,
+        shard: Shard | None = None,
     ) -> list[ScoredText]:
-        """Samples with a current text; with ``missing``, only those without that score for it."""
-        return [
-            t for batch in self.iter_scored_texts(sources=sources, missing=missing) for t in batch
-        ]
+        """Samples with a current text; with ``missing``, only those without that score for it;
+        with ``shard``, only that shard's."""
+        batches = self.iter_scored_texts(sources=sources, missing=missing, shard=shard)
+        return [t for batch in batches for t in batch]
 
     def iter_scored_texts(
-        self, *, sources: Sequence[str] = (), missing: str | None = None, batch: int = 20_000
+        self,
+        *,
+        sources: Sequence[str] = (),
+        missing: str | None = None,
+        batch: int = 20_000,
+        shard: Shard | None = None,
     ) -> Iterator[list[ScoredText]]:
         """``scored_texts`` a batch at a time, read through a cursor of its own so that the
         caller may write between batches and never holds every text in memory."""
@@ -165,6 +175,8 @@ class ReleaseQueries:
         if sources:
             where.append(f"v.source IN ({', '.join('?' * len(sources))})")
             params.extend(sources)
+        if shard is not None:
+            where.append(shard.sql("v.id"))
         if missing is not None:
             where.append(
                 "NOT EXISTS (SELECT 1 FROM scores sc WHERE sc.sample_id = v.id "

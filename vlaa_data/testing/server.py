@@ -19,6 +19,12 @@ The command line serves a built-in responder in its own process, for benchmarks 
 The server says what it is: every completion carries ``system_fingerprint`` and every model it
 lists ``owned_by`` ``"vlaa-data-scripted"`` (``SCRIPTED_FINGERPRINT``), so that the LLM steps
 record its replies as placeholders and redo them against a real endpoint.
+
+It also speaks OpenAI's Batch API: ``POST /v1/files`` (a JSONL upload), ``GET
+/v1/files/{id}[/content]``, ``POST /v1/batches``, ``GET /v1/batches[/{id}]`` and ``POST
+/v1/batches/{id}/cancel``. A batch reports ``in_progress`` to its first ``batch_polls``
+retrievals and then ends as ``batch_outcome`` says; a completed batch's lines are answered by
+the same responder as chat requests (an error reply goes to the error file).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from aiohttp import web
 from vlaa_data.llm.reply import SCRIPTED_FINGERPRINT
 
 __all__ = [
+    "BATCH_OUTCOMES",
     "REASONING_STYLES",
     "Reply",
     "Responder",
@@ -54,6 +61,7 @@ __all__ = [
 ]
 
 REASONING_STYLES = ("field", "inline", "lone", "none")
+BATCH_OUTCOMES = ("completed", "failed", "expired", "cancelled")
 
 _JSON = "application/json"
 _MALFORMED_BODY = b'{"choices": ['
@@ -65,6 +73,11 @@ _ERROR_TYPES = {
     429: "rate_limit_error",
 }
 _completion_ids = itertools.count(1)
+# What the error file says of a request an ended batch did not answer, as OpenAI words it.
+_UNANSWERED = {
+    "expired": "This request could not be executed before the completion window expired.",
+    "cancelled": "This request was not executed because the batch was cancelled.",
+}
 
 
 @dataclass(frozen=True)
@@ -200,6 +213,12 @@ class ScriptedServer:
     With ``identify=False`` it no longer says it is the scripted stand-in (no
     ``system_fingerprint``, models owned by ``"vlaa-data"``): for tests that need an endpoint
     that passes for a real model.
+
+    Batch API: ``batch_creations`` records the body of each ``POST /v1/batches`` (``batch_count``
+    counts them) and ``batch_requests`` the body of each batch line answered; ``batch_polls``
+    (retrievals that still see a batch in progress) and ``batch_outcome`` (one of
+    ``BATCH_OUTCOMES``) may be reassigned while the server runs. ``reset`` forgets the records,
+    not the files and batches.
     """
 
     def __init__(
@@ -223,6 +242,15 @@ class ScriptedServer:
         self.requests: list[dict] = []
         self.auth_headers: list[str | None] = []
         self.peak_in_flight = 0
+        self.batch_polls = 1
+        self.batch_outcome = "completed"
+        self.batch_creations: list[dict] = []
+        self.batch_requests: list[dict] = []
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self._file_meta: dict[str, dict[str, Any]] = {}
+        self._polls: dict[str, int] = {}
+        self._ids = itertools.count(1)
         self._in_flight = 0
         self._attempts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -241,11 +269,18 @@ class ScriptedServer:
         """How many chat requests have arrived."""
         return len(self.requests)
 
+    @property
+    def batch_count(self) -> int:
+        """How many batches have been created."""
+        return len(self.batch_creations)
+
     def reset(self) -> None:
         """Forget the recorded requests, the attempt counters and the in-flight peak."""
         with self._lock:
             self.requests.clear()
             self.auth_headers.clear()
+            self.batch_creations.clear()
+            self.batch_requests.clear()
             self._attempts.clear()
             self.peak_in_flight = self._in_flight
 
@@ -286,6 +321,13 @@ class ScriptedServer:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/files", self._upload)
+        app.router.add_get("/v1/files/{id}", self._file)
+        app.router.add_get("/v1/files/{id}/content", self._file_content)
+        app.router.add_post("/v1/batches", self._create_batch)
+        app.router.add_get("/v1/batches", self._list_batches)
+        app.router.add_get("/v1/batches/{id}", self._retrieve_batch)
+        app.router.add_post("/v1/batches/{id}/cancel", self._cancel_batch)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
         try:
@@ -315,20 +357,14 @@ class ScriptedServer:
             return _error_response(400, f"the request body is not JSON: {exc}")
         if not isinstance(body, dict):
             return _error_response(400, "the request body must be a JSON object")
-        key = json.dumps(body, sort_keys=True, separators=(",", ":"))
         with self._lock:
             self.requests.append(body)
             self.auth_headers.append(request.headers.get("Authorization"))
-            attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
+            attempt = self._attempt(body)
             self._in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
         try:
-            try:
-                reply = self.responder(body, attempt)
-                if not isinstance(reply, Reply):
-                    raise TypeError(f"the responder returned {type(reply).__name__}, not a Reply")
-            except Exception as exc:
-                reply = Reply.error(500, message=f"responder raised {type(exc).__name__}: {exc}")
+            reply = self._reply(body, attempt)
             wait = self.latency + reply.delay
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -336,6 +372,185 @@ class ScriptedServer:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _attempt(self, body: dict) -> int:
+        """How many times this exact body has been seen, this time included (lock held)."""
+        key = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
+        return attempt
+
+    def _reply(self, body: dict, attempt: int) -> Reply:
+        try:
+            reply = self.responder(body, attempt)
+            if not isinstance(reply, Reply):
+                raise TypeError(f"the responder returned {type(reply).__name__}, not a Reply")
+        except Exception as exc:
+            reply = Reply.error(500, message=f"responder raised {type(exc).__name__}: {exc}")
+        return reply
+
+    def _new_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
+        file_id = f"file-scripted-{next(self._ids)}"
+        meta = {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(data),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+        }
+        self.files[file_id] = data
+        self._file_meta[file_id] = meta
+        return meta
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(upload, web.FileField) or not isinstance(purpose, str):
+            return _error_response(400, "a multipart body with 'file' and 'purpose' is required")
+        with self._lock:
+            meta = self._new_file(upload.file.read(), upload.filename, purpose)
+        return web.json_response(meta)
+
+    async def _file(self, request: web.Request) -> web.Response:
+        meta = self._file_meta.get(request.match_info["id"])
+        if meta is None:
+            return _error_response(404, f"no such file: {request.match_info['id']}")
+        return web.json_response(meta)
+
+    async def _file_content(self, request: web.Request) -> web.Response:
+        data = self.files.get(request.match_info["id"])
+        if data is None:
+            return _error_response(404, f"no such file: {request.match_info['id']}")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def _create_batch(self, request: web.Request) -> web.Response:
+        try:
+            body = json.loads(await request.read())
+        except ValueError as exc:
+            return _error_response(400, f"the request body is not JSON: {exc}")
+        if not isinstance(body, dict) or body.get("input_file_id") not in self.files:
+            return _error_response(404, f"no such file: {body.get('input_file_id')}")
+        if body.get("endpoint") != "/v1/chat/completions":
+            return _error_response(400, f"unsupported endpoint: {body.get('endpoint')}")
+        with self._lock:
+            self.batch_creations.append(body)
+            batch_id = f"batch_scripted_{next(self._ids)}"
+            now = int(time.time())
+            batch = self.batches[batch_id] = {
+                "id": batch_id,
+                "object": "batch",
+                "endpoint": body["endpoint"],
+                "errors": None,
+                "input_file_id": body["input_file_id"],
+                "completion_window": body.get("completion_window", "24h"),
+                "status": "validating",
+                "output_file_id": None,
+                "error_file_id": None,
+                "created_at": now,
+                "expires_at": now + 24 * 3600,
+                "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                "metadata": body.get("metadata"),
+            }
+            self._polls[batch_id] = 0
+        return web.json_response(batch)
+
+    async def _list_batches(self, request: web.Request) -> web.Response:
+        newest_first = list(reversed(self.batches.values()))
+        after = request.query.get("after")
+        if after is not None:
+            ids = [batch["id"] for batch in newest_first]
+            newest_first = newest_first[ids.index(after) + 1 :] if after in ids else []
+        limit = int(request.query.get("limit", "20"))
+        page = newest_first[:limit]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(newest_first) > limit,
+            }
+        )
+
+    async def _retrieve_batch(self, request: web.Request) -> web.Response:
+        batch_id = request.match_info["id"]
+        with self._lock:
+            batch = self.batches.get(batch_id)
+            if batch is None:
+                return _error_response(404, f"no such batch: {batch_id}")
+            if batch["status"] == "cancelling":
+                self._end_batch(batch, "cancelled")
+            elif batch["status"] in ("validating", "in_progress", "finalizing"):
+                self._polls[batch_id] += 1
+                if self._polls[batch_id] > self.batch_polls:
+                    self._end_batch(batch, self.batch_outcome)
+                else:
+                    batch["status"] = "in_progress"
+                    batch.setdefault("in_progress_at", int(time.time()))
+            return web.json_response(batch)
+
+    async def _cancel_batch(self, request: web.Request) -> web.Response:
+        batch_id = request.match_info["id"]
+        with self._lock:
+            batch = self.batches.get(batch_id)
+            if batch is None:
+                return _error_response(404, f"no such batch: {batch_id}")
+            if batch["status"] in ("validating", "in_progress", "finalizing"):
+                batch["status"] = "cancelling"
+                batch["cancelling_at"] = int(time.time())
+            return web.json_response(batch)
+
+    def _end_batch(self, batch: dict[str, Any], outcome: str) -> None:
+        """Give ``batch`` its final status; a completed one answers its lines (lock held)."""
+        if outcome not in BATCH_OUTCOMES:
+            raise ValueError(f"batch_outcome must be one of {', '.join(BATCH_OUTCOMES)}")
+        now = int(time.time())
+        batch["status"] = outcome
+        batch[f"{outcome}_at"] = now
+        if outcome == "failed":
+            error = {
+                "code": "token_limit_exceeded",
+                "message": "Enqueued token limit reached for the scripted model.",
+                "param": None,
+                "line": None,
+            }
+            batch["errors"] = {"object": "list", "data": [error]}
+            return
+        lines = [
+            json.loads(text) for text in self.files[batch["input_file_id"]].splitlines() if text
+        ]
+        outputs: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for line in lines:
+            custom_id = line.get("custom_id")
+            if outcome != "completed":
+                error = {"code": f"batch_{outcome}", "message": _UNANSWERED[outcome]}
+                errors.append(
+                    {"id": None, "custom_id": custom_id, "response": None, "error": error}
+                )
+                continue
+            body = line.get("body") or {}
+            self.batch_requests.append(body)
+            reply = self._reply(body, self._attempt(body))
+            status, response = _line_response(reply, body, identify=self.identify)
+            result = {
+                "id": f"batch_req_scripted_{next(self._ids)}",
+                "custom_id": custom_id,
+                "response": {"status_code": status, "request_id": "scripted", "body": response},
+                "error": None,
+            }
+            (outputs if status == 200 else errors).append(result)
+        for kind, results in (("output", outputs), ("error", errors)):
+            if results:
+                data = "".join(json.dumps(result) + "\n" for result in results).encode()
+                meta = self._new_file(data, f"{batch['id']}_{kind}.jsonl", "batch_output")
+                batch[f"{kind}_file_id"] = meta["id"]
+        batch["request_counts"] = {
+            "total": len(lines),
+            "completed": len(outputs),
+            "failed": len(errors),
+        }
 
     async def _models(self, request: web.Request) -> web.Response:
         owner = SCRIPTED_FINGERPRINT if self.identify else "vlaa-data"
@@ -367,6 +582,18 @@ def _respond(
     return web.Response()
 
 
+def _line_response(reply: Reply, request: dict, *, identify: bool) -> tuple[int, Any]:
+    """The status and body of a batch line answered with ``reply`` (a dropped connection is
+    a 500; a malformed body stays text)."""
+    if reply.kind == "ok":
+        return 200, json.loads(_completion(reply, request, identify=identify))
+    if reply.kind == "malformed":
+        return 200, _MALFORMED_BODY.decode()
+    if reply.kind == "drop":
+        reply = Reply.error(500, message="the connection was dropped")
+    return reply.status, _error_body(reply.status, reply.message)
+
+
 def _completion(reply: Reply, request: dict, *, identify: bool) -> bytes:
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.reasoning_content is not None:
@@ -394,19 +621,23 @@ def _completion(reply: Reply, request: dict, *, identify: bool) -> bytes:
     return json.dumps(body).encode()
 
 
-def _error_response(
-    status: int, message: str = "", retry_after: float | str | None = None
-) -> web.Response:
+def _error_body(status: int, message: str = "") -> dict[str, Any]:
     kind = "server_error" if status >= 500 else _ERROR_TYPES.get(status, "invalid_request_error")
     if not message:
         try:
             message = http.HTTPStatus(status).phrase
         except ValueError:
             message = f"error {status}"
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
+def _error_response(
+    status: int, message: str = "", retry_after: float | str | None = None
+) -> web.Response:
     headers = {}
     if retry_after is not None:
         headers["Retry-After"] = retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
-    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    body = _error_body(status, message)
     return web.Response(
         status=status, body=json.dumps(body).encode(), content_type=_JSON, headers=headers
     )

@@ -20,10 +20,17 @@ from pathlib import Path
 from types import ModuleType
 
 from vlaa_data.errors import SourceError
-from vlaa_data.sources.base import ImageRef, RawSample, Source, SourceOptions, register_source
+from vlaa_data.sources.base import (
+    ImageRef,
+    ImportedResult,
+    RawSample,
+    Source,
+    SourceOptions,
+    register_source,
+)
 from vlaa_data.sources.synthetic import chart, counting, grounding, plot
 
-__all__ = ["DEFAULT_LIMIT", "KINDS", "SyntheticSource", "generate"]
+__all__ = ["DEFAULT_LIMIT", "KINDS", "SyntheticSource", "SyntheticTracesSource", "generate"]
 
 _MODULES: dict[str, ModuleType] = {
     "counting": counting,
@@ -83,3 +90,41 @@ class SyntheticSource(Source):
     def rows(self) -> Iterator[RawSample]:
         for index in range(self.limit):
             yield generate(self.kinds[index % len(self.kinds)], self.seed, index)
+
+
+# The stand-in traces: most reach the gold answer, some second-guess themselves first (an aha
+# moment for the filter), some give up (verify rejects them).
+_STAND_IN_MODEL = "synthetic-stand-in"
+_CORRECT, _AHA = 0.8, 0.2
+
+
+def stand_in_trace(sample: RawSample, seed: int) -> list[ImportedResult]:
+    """Caption, distill and rewrite results as an R1 run would leave them, drawn from (seed,
+    id): a placeholder for real traces, so verify, the filters and split can run without a
+    model (benchmarks, demos at scale)."""
+    rng = random.Random(f"{seed}:trace:{sample.source_id}")
+    question = str(sample.question).splitlines()[0]
+    reasoning = f"The question asks: {question} Let me look at the image closely."
+    if rng.random() < _AHA:
+        reasoning += " Wait, let me count again to be sure."
+    answer = str(sample.answer) if rng.random() < _CORRECT else "I cannot tell from the image."
+    text = {"reasoning": reasoning, "answer": answer}
+    return [
+        ImportedResult("caption", {"caption": None}, method="not_needed"),
+        ImportedResult("distill", text, model=_STAND_IN_MODEL),
+        ImportedResult("rewrite", text, method="unchanged", model=_STAND_IN_MODEL),
+    ]
+
+
+@register_source
+class SyntheticTracesSource(SyntheticSource):
+    """``synthetic-r1``: the synthetic samples, each with a stand-in R1 trace already
+    imported (caption, distill, rewrite done, by model ``synthetic-stand-in``), as a
+    VLAA-Thinking import leaves them. For runs at scale without a model; not training data."""
+
+    name = "synthetic-r1"
+
+    def rows(self) -> Iterator[RawSample]:
+        for sample in super().rows():
+            sample.imported = stand_in_trace(sample, self.seed)
+            yield sample
