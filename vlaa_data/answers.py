@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 
 __all__ = [
-    "REWARD_TYPES",
     "infer_reward_type",
     "is_box",
     "is_prose",
@@ -17,7 +16,6 @@ __all__ = [
     "split_reasoning",
 ]
 
-REWARD_TYPES = ("digit", "choice", "math", "iou", "open")
 
 _BARE_LETTER = re.compile(r"^\s*[(\[]?([A-Ha-h])[)\]]?\s*$")
 _LETTER_WITH_TEXT = re.compile(

@@ -110,6 +110,9 @@ def test_iou_counts_half_overlap_as_correct_and_reports_the_mean_iou() -> None:
     assert [s.correct for s in scores] == [True, False, True]
     assert report.by_type["iou"].accuracy == pytest.approx(2 / 3)
     assert report.by_type["iou"].mean_reward == pytest.approx(1.9 / 3)
+    # a stricter threshold, as verify's [verify] iou_threshold may be: 0.6 no longer counts
+    stricter = score_completions(rows, completions, iou_threshold=0.75)
+    assert [s.correct for s in stricter] == [False, False, True]
 
 
 def test_a_completion_without_an_answer_is_a_format_failure() -> None:

@@ -111,12 +111,11 @@ def test_an_open_scorer_reads_the_question_of_a_prompt_with_an_image_part(
 
 
 def test_one_table_of_reward_types_serves_collect_verify_and_eval() -> None:
-    from vlaa_data import answers
     from vlaa_data.evaluation.scoring import IOU_CORRECT
     from vlaa_data.rewards.registry import REWARD_TYPES, is_correct
     from vlaa_data.rewards.verdict import RULE_TYPES
 
-    assert set(REWARD_TYPES) == set(answers.REWARD_TYPES)
+    assert list(REWARD_TYPES) == ["digit", "choice", "math", "iou", "open"]
     assert RULE_TYPES == ("digit", "choice", "math", "iou")
     assert IOU_CORRECT == REWARD_TYPES["iou"].correct_from == 0.5
     assert is_correct("iou", 0.6) and not is_correct("iou", 0.6, iou_threshold=0.7)
@@ -131,6 +130,7 @@ def test_a_new_reward_type_is_one_entry_of_the_table(
     from vlaa_data.rewards.extract import read_number
     from vlaa_data.rewards.registry import REWARD_TYPES, RewardType
     from vlaa_data.rewards.verdict import Case, RuleVerifier
+    from vlaa_data.steps.collect import _answer_and_type
 
     def parity(answer: str, gold: str, *, image_size=None) -> float | None:
         number = read_number(answer)
@@ -141,6 +141,7 @@ def test_a_new_reward_type_is_one_entry_of_the_table(
         )
 
     monkeypatch.setitem(REWARD_TYPES, "parity", RewardType("parity", parity, read_number))
+    assert _answer_and_type("odd", "parity") == ("odd", "parity")  # collect takes the name
     assert score("parity", r1("4"), "even", math=math) == 1.0
     assert score("parity", r1("4"), "odd", math=math) == 0.0
     rewards = MixedReward(math=math)(

@@ -88,13 +88,20 @@ def evaluate(
     judge_base_url: JudgeBaseUrl = None,
     reward_model: RewardModel = None,
     reward_beta: RewardBeta = None,
+    iou_threshold: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="An iou row is correct from this IoU (verify's default)."
+        ),
+    ] = 0.5,
     json_: Json = False,
 ) -> None:
     """Generate with the training system prompt and score with the rewards GRPO uses.
 
     Prints accuracy and mean reward per reward type and per source, and writes every
     completion with its extracted answer and reward to --output. digit, choice and math
-    count a reward of 1 as correct; iou counts IoU >= 0.5 (its mean reward is the mean IoU);
+    count a reward of 1 as correct; iou counts IoU >= --iou-threshold (its mean reward is the mean
+    IoU);
     open rows get a mean score with --judge or --reward-model, and are unscored without.
     "no answer" counts completions with no extractable answer (format failures).
 
@@ -130,6 +137,7 @@ def evaluate(
         judge_base_url=judge_base_url,
         reward_model=reward_model,
         reward_beta=1.0 if reward_beta is None else reward_beta,
+        iou_threshold=iou_threshold,
     )
     progress = Progress(
         TextColumn("eval"),
@@ -168,7 +176,9 @@ def evaluate(
         failed = report.overall.failed
         out.print(f"rows without a completion: {failed} (the backend gave up; see their note)")
     if "iou" in report.by_type:
-        out.print("iou: accuracy counts IoU >= 0.5; its mean reward is the mean IoU")
+        out.print(
+            f"iou: accuracy counts IoU >= {report.iou_threshold:g}; its mean reward is the mean IoU"
+        )
     open_rows = report.by_type.get("open")
     if open_rows is not None and not open_rows.scored:
         out.print("open rows are unscored: pass --judge PRESET or --reward-model PATH")

@@ -4,7 +4,8 @@
 for them), ``truncated`` those cut off at the token limit, and ``failed`` rows the backend gave
 no completion for; together they tell a model that cannot answer from one that never closes
 its ``<answer>``. Accuracy's denominator is the rows that can be right or wrong (scored, and
-not ``open``); for ``iou`` it counts IoU >= 0.5 and the mean reward is the mean IoU.
+not ``open``); for ``iou`` it counts IoU >= the threshold (0.5 unless set) and the mean reward
+is the mean IoU.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class EvalReport:
     seconds: float = 0.0  # the whole run: loading data and model, generating, scoring
     generation_seconds: float = 0.0
     note: str | None = None  # e.g. why the split is not the held-out test part
+    iou_threshold: float = 0.5  # an iou row counted correct from this IoU
 
     @property
     def samples_per_s(self) -> float | None:
@@ -104,6 +106,7 @@ class EvalReport:
             "generation_seconds": round(self.generation_seconds, 3),
             "samples_per_s": _round(self.samples_per_s, 3),
             "note": self.note,
+            "iou_threshold": self.iou_threshold,
         }
 
 

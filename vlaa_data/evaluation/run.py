@@ -18,7 +18,7 @@ from vlaa_data.evaluation.generate import (
 )
 from vlaa_data.evaluation.report import EvalReport, summarise
 from vlaa_data.evaluation.samples import write_samples
-from vlaa_data.evaluation.scoring import score_completions
+from vlaa_data.evaluation.scoring import IOU_CORRECT, score_completions
 from vlaa_data.rewards.math_pool import MathVerifier
 from vlaa_data.rewards.open_scorers import open_scorer_from
 
@@ -45,6 +45,7 @@ class EvalOptions:
     reward_model: str | None = None
     reward_beta: float = 1.0
     math_deadline_s: float = 2.0
+    iou_threshold: float = IOU_CORRECT  # an iou row is correct from this IoU
 
 
 def default_output(model: str, split: str) -> Path:
@@ -86,7 +87,13 @@ def run_eval(
         generation_seconds = time.monotonic() - generating
     completions = [None if g.error else g.completion for g in generations]
     with MathVerifier(deadline_s=options.math_deadline_s) as math:
-        scores = score_completions(rows, completions, math=math, open_scorer=open_scorer)
+        scores = score_completions(
+            rows,
+            completions,
+            math=math,
+            open_scorer=open_scorer,
+            iou_threshold=options.iou_threshold,
+        )
     write_samples(output, rows, generations, scores)
     report = EvalReport(
         model=options.model,
@@ -98,6 +105,7 @@ def run_eval(
         open_scorer=options.judge or options.reward_model,
         generation_seconds=generation_seconds,
         note=note,
+        iou_threshold=options.iou_threshold,
     )
     summarise(report, rows, generations, scores)
     report.seconds = time.monotonic() - started

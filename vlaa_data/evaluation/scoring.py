@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vlaa_data.answers import REWARD_TYPES
 from vlaa_data.evaluation.data import EvalRow
 from vlaa_data.rewards.math_pool import MathVerifier
 from vlaa_data.rewards.open_scorers import OpenScorer
@@ -47,17 +46,19 @@ def score_completions(
     *,
     math: MathVerifier | None = None,
     open_scorer: OpenScorer | None = None,
+    iou_threshold: float | None = None,
 ) -> list[SampleScore]:
     """Score ``completions[i]`` against ``rows[i]``; None means the row has no completion.
 
-    Open-ended rows without ``open_scorer`` are unscored (reward None), not wrong.
+    Open-ended rows without ``open_scorer`` are unscored (reward None), not wrong; an iou row
+    is correct from ``iou_threshold`` (default: the reward-type table's, 0.5).
     """
     own_math = math is None
     reward = MixedReward(math=math, open_scorer=open_scorer)
     known = [
         i
         for i, (row, text) in enumerate(zip(rows, completions, strict=True))
-        if text is not None and row.reward_type in REWARD_TYPES
+        if text is not None and row.reward_type in TYPE_TABLE
     ]
     graded: list[Graded] = []
     try:
@@ -85,7 +86,7 @@ def score_completions(
                 SampleScore(
                     grade.answer,
                     grade.reward,
-                    is_correct(row.reward_type, grade.reward),
+                    is_correct(row.reward_type, grade.reward, iou_threshold=iou_threshold),
                     _note(row.reward_type, grade, open_scorer is not None),
                 )
             )

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlaa_data.answers import REWARD_TYPES
 from vlaa_data.rewards.extract import split_completion
 from vlaa_data.rewards.math_pool import MathVerifier
 from vlaa_data.rewards.open_scorers import OpenScorer
-from vlaa_data.rewards.registry import Graded, RewardCase, grade_many
+from vlaa_data.rewards.registry import REWARD_TYPES, Graded, RewardCase, grade_many
 
 __all__ = ["RewardSummary", "TypeSummary", "score_file"]
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from vlaa_data.answers import REWARD_TYPES, split_reasoning
+from vlaa_data.answers import split_reasoning
+from vlaa_data.rewards.registry import REWARD_TYPES
 from vlaa_data.sources.base import (
     ImageRef,
     ImportedResult,

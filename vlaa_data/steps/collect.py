@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from vlaa_data import __version__
-from vlaa_data.answers import REWARD_TYPES, infer_reward_type, normalise_choice
+from vlaa_data.answers import infer_reward_type, normalise_choice
 from vlaa_data.images import ImageInfo, ImageRejected, ImageStore, inspect_image
+from vlaa_data.rewards.registry import REWARD_TYPES
 from vlaa_data.sources.base import RawSample, RowRejected, Source, content_id, row_preview
 from vlaa_data.store.shards import Shard
 from vlaa_data.workspace import Workspace

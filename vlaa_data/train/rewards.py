@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from vlaa_data.answers import REWARD_TYPES
-from vlaa_data.rewards.registry import MixedReward
+from vlaa_data.rewards.registry import REWARD_TYPES, MixedReward
 
 __all__ = ["TypeReward", "type_rewards"]
 
