@@ -49,8 +49,13 @@ def run_once(root: Path, samples: int, workers: int) -> dict[str, float]:
     return {
         "workers": workers,
         "seconds": seconds,
+        "collect_s": steps["collect"]["seconds"],
+        "verify_s": steps["verify"]["seconds"],
+        "aha_s": steps["aha"]["seconds"],
         "shard_steps_s": shards,
         "split_s": steps["split"]["seconds"],
+        # start-up of the tasks, taking shards, the merge: what the steps do not account for
+        "engine_and_merge_s": seconds - shards - steps["split"]["seconds"],
         "collected": steps["collect"]["done"],
         "verified": steps["verify"]["done"],
         "samples_per_s": samples / seconds,
@@ -73,9 +78,10 @@ def main() -> None:
             result = run_once(root, args.samples, workers)
             results.append(result)
             print(
-                f"{workers} worker(s): {result['seconds']:.1f} s "
-                f"(shards' collect+verify+aha {result['shard_steps_s']:.1f} s, "
-                f"merge and split after), "
+                f"{workers} worker(s): {result['seconds']:.1f} s (slowest shard's collect "
+                f"{result['collect_s']:.1f} s, verify {result['verify_s']:.1f} s, aha "
+                f"{result['aha_s']:.1f} s; split {result['split_s']:.1f} s; engine start-up "
+                f"and merge {result['engine_and_merge_s']:.1f} s), "
                 f"{result['samples_per_s']:,.0f} samples/s, "
                 f"{result['per_worker']:,.0f} per worker; "
                 f"{result['collected']:,} collected, {result['verified']:,} verified correct",
