@@ -44,7 +44,12 @@ def make_scene(rng: random.Random) -> Scene:
         w = rng.randint(16, 64)
         # Squares and circles are as tall as wide; triangles and diamonds may be stretched.
         sizes.append((w, w) if shape in ("square", "circle") else (w, rng.randint(16, 64)))
-    boxes = place_boxes(rng, sizes, width, height)
+    while True:
+        try:
+            boxes = place_boxes(rng, sizes, width, height)
+            break
+        except RuntimeError:  # too crowded (about 1 scene in 250,000): a larger canvas
+            width, height = width + 32, height + 32
     level = rng.randint(230, 252)
     background = (level, min(255, level + rng.randint(0, 3)), level)
     items = tuple(Item(s, c, b) for s, c, b in zip(shapes, colours, boxes, strict=True))
