@@ -3,6 +3,7 @@ datatrove's local executor, with 1 worker and then 2 (``vlaa-data run --executor
 
     python benchmarks/scale.py                              # 1,000,000 samples, 1 and 2 workers
     python benchmarks/scale.py --samples 50000 --workers 1,2,4
+    python benchmarks/scale.py --workers 2 --memory-limit 4GB   # 500,000 samples a shard
 
 The source is ``synthetic-r1``: synthetic samples that come with a stand-in R1 trace, so verify
 runs by rules with no model. Each task is one shard in its own workspace with one image worker
@@ -27,12 +28,14 @@ from pathlib import Path
 _STEPS = "collect,verify,aha,split"
 
 
-def run_once(root: Path, samples: int, workers: int) -> dict[str, float]:
+def run_once(root: Path, samples: int, workers: int, memory_limit: str | None) -> dict[str, float]:
     workspace = root / f"workers-{workers}"
     subprocess.run([sys.executable, "-m", "vlaa_data", "init", str(workspace)], check=True)
     with (workspace / "vlaa.toml").open("a", encoding="utf-8") as config:
         config.write(f'\n[[run.collect]]\nsource = "synthetic-r1"\nlimit = {samples}\n')
     env = {**os.environ, "VLAA_COLLECT_WORKERS": "1", "VLAA_VERIFY_MATH_WORKERS": "1"}
+    if memory_limit:  # each task's DuckDB (the default 1GB holds about 200,000 samples' verify)
+        env["VLAA_STORE_MEMORY_LIMIT"] = memory_limit
     command = [
         *(sys.executable, "-m", "vlaa_data", "run", "--steps", _STEPS, "--rules-only"),
         *("--executor", "local", "--tasks", str(workers), "--workers", str(workers)),
@@ -68,6 +71,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1_000_000)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--keep", action="store_true", help="keep the workspaces")
+    parser.add_argument("--memory-limit", help="each task's [store] memory_limit, e.g. 4GB")
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     root = Path(tempfile.mkdtemp(prefix="vlaa-scale-"))
@@ -75,7 +79,7 @@ def main() -> None:
     results = []
     try:
         for workers in counts:
-            result = run_once(root, args.samples, workers)
+            result = run_once(root, args.samples, workers, args.memory_limit)
             results.append(result)
             print(
                 f"{workers} worker(s): {result['seconds']:.1f} s (slowest shard's collect "

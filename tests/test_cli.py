@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import png_bytes, write_jsonl
+from tests.conftest import CliRun, png_bytes, write_jsonl
 
 COMMANDS = ["init", "collect", "status", "sql"]
 
@@ -210,3 +210,14 @@ def test_shell_completion_is_offered_under_the_command_name(cli) -> None:
     assert result.returncode == 0, result.stderr
     assert "_VLAA_DATA_COMPLETE=complete_bash" in result.stdout
     assert "--install-completion" in cli("--help").stdout
+
+
+def test_the_database_memory_limit_is_one_line_saying_what_to_do(
+    cli: CliRun, workspace: Path
+) -> None:
+    assert cli("collect", "synthetic-r1", "--limit", "50", "-w", workspace).returncode == 0
+    result = cli("verify", "--rules-only", "-w", workspace, env={"VLAA_STORE_MEMORY_LIMIT": "1MB"})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the database reached its memory")
+    assert "VLAA_STORE_MEMORY_LIMIT" in lines[0] and "Traceback" not in result.stderr

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import sys
 
+import duckdb
+
 from vlaa_data.cli import (  # noqa: F401  (registers the commands)
     collect,
     doctor,
@@ -36,6 +38,21 @@ def main() -> None:
         if os.environ.get("VLAA_DATA_DEBUG"):
             raise
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except duckdb.OutOfMemoryException as exc:
+        if os.environ.get("VLAA_DATA_DEBUG"):
+            raise
+        # DuckDB's own text runs over several lines; the first says what ran out.
+        what = str(exc).strip().splitlines()[0]
+        err.print(
+            f"error: the database reached its memory limit ({what}): raise [store] "
+            "memory_limit in vlaa.toml (or VLAA_STORE_MEMORY_LIMIT=4GB), or split the work "
+            "into shards (--shard I/N, `vlaa-data run --executor local --tasks N`); what was "
+            "written before is kept",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(1)
     except KeyboardInterrupt:
         err.print(INTERRUPTED)
