@@ -272,3 +272,18 @@ def test_the_slurm_executor_submits_an_array_and_a_merge_that_depends_on_it(
     # the stand-in ran the jobs as they were submitted: the merged release is there
     assert _current(workspace) == _current(runs["single"])
     assert _exported(workspace) == _exported(runs["single"])
+
+
+def test_a_task_that_reaches_the_memory_limit_stops_the_run_in_one_line(tmp_path: Path) -> None:
+    workspace = _workspace(tmp_path / "ws")
+    text = (workspace / "vlaa.toml").read_text(encoding="utf-8")
+    text = text.replace('source = "synthetic"', 'source = "synthetic-r1"')
+    (workspace / "vlaa.toml").write_text(text.replace(f"limit = {SAMPLES}", "limit = 100"))
+    result = _run(
+        workspace, "--steps", "collect,verify", "--rules-only", "--executor", "local",
+        env={"VLAA_STORE_MEMORY_LIMIT": "1MB"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: the database reached its memory limit (Out of Memory")
+    assert "VLAA_STORE_MEMORY_LIMIT" in line

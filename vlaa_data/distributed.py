@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vlaa_data.errors import SettingsError, VlaaError
+from vlaa_data.errors import SettingsError, VlaaError, out_of_memory_line
 from vlaa_data.steps.registry import RunOptions, StepOutcome, get_step, run_steps
 from vlaa_data.store.shards import Shard
 from vlaa_data.workspace import CONFIG_NAME, Workspace, init_workspace
@@ -332,7 +332,7 @@ def run_distributed(root: Path, options: RunOptions, engine: EngineOptions) -> E
     try:
         last.run()
     except Exception as exc:  # a task's own error: its report, or the engine's line
-        report.stopped = _first_stop(logging_dir, engine.tasks) or f"{type(exc).__name__}: {exc}"
+        report.stopped = _first_stop(logging_dir, engine.tasks) or _one_line(exc)
     if engine.executor == "slurm":
         report.submitted = True
         return report
@@ -352,6 +352,14 @@ def _count_states(root: Path, report: EngineReport) -> None:
             state = counts[outcome.step]
             outcome.done, outcome.rejected = state["done"], state["rejected"]
             outcome.failed, outcome.pending = state["failed"], state["pending"]
+
+
+def _one_line(exc: Exception) -> str:
+    """A task's error as one line (DuckDB's out-of-memory text runs over several)."""
+    if type(exc).__name__ == "OutOfMemoryException":
+        return out_of_memory_line(str(exc))
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}"
 
 
 def _first_stop(logging_dir: Path, tasks: int) -> str | None:

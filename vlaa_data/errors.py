@@ -9,7 +9,8 @@
     ├── QueryError            ``sql`` got a statement that would write, or one that fails
     └── EmptyRelease          ``split`` would make a release without samples (none is saved)
 
-Everything else is a bug and keeps its traceback. ``VLAA_DATA_DEBUG=1`` shows the traceback
+DuckDB running out of its memory limit is one line too (``out_of_memory_line``). Everything
+else is a bug and keeps its traceback. ``VLAA_DATA_DEBUG=1`` shows the traceback
 of user-facing errors too.
 """
 
@@ -24,6 +25,7 @@ __all__ = [
     "VlaaError",
     "WorkspaceInUse",
     "WorkspaceNotFound",
+    "out_of_memory_line",
 ]
 
 
@@ -57,3 +59,14 @@ class JournalError(VlaaError):
 
 class EmptyRelease(VlaaError):
     pass
+
+
+def out_of_memory_line(detail: str) -> str:
+    """The one line for DuckDB's out-of-memory error (whose own text runs over several):
+    what ran out, and how to go on."""
+    what = (detail.strip().splitlines() or ["out of memory"])[0]
+    return (
+        f"the database reached its memory limit ({what}): raise [store] memory_limit in "
+        "vlaa.toml (or VLAA_STORE_MEMORY_LIMIT=4GB), or split the work into shards (--shard "
+        "I/N, `vlaa-data run --executor local --tasks N`); what was written before is kept"
+    )

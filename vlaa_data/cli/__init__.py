@@ -25,7 +25,7 @@ from vlaa_data.cli import (  # noqa: F401  (registers the commands)
     workspace,
 )
 from vlaa_data.cli.app import INTERRUPTED, app, err
-from vlaa_data.errors import VlaaError
+from vlaa_data.errors import VlaaError, out_of_memory_line
 
 __all__ = ["app", "main"]
 
@@ -42,13 +42,8 @@ def main() -> None:
     except duckdb.OutOfMemoryException as exc:
         if os.environ.get("VLAA_DATA_DEBUG"):
             raise
-        # DuckDB's own text runs over several lines; the first says what ran out.
-        what = str(exc).strip().splitlines()[0]
         err.print(
-            f"error: the database reached its memory limit ({what}): raise [store] "
-            "memory_limit in vlaa.toml (or VLAA_STORE_MEMORY_LIMIT=4GB), or split the work "
-            "into shards (--shard I/N, `vlaa-data run --executor local --tasks N`); what was "
-            "written before is kept",
+            f"error: {out_of_memory_line(str(exc))}",
             markup=False,
             highlight=False,
             soft_wrap=True,
