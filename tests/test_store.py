@@ -245,3 +245,11 @@ def test_a_run_reads_its_counts_on_exit_and_leaves_a_callers_run_alone(tmp_path:
         counts["done"] = 3
     [(recorded, saved)] = store.con.execute("SELECT status, counts FROM runs").fetchall()
     assert (recorded, json.loads(saved)) == ("finished", {"done": 3})
+
+
+def test_no_progress_bar_reaches_stdout(workspace: Path) -> None:
+    # DuckDB draws one on stdout for a query over 2 s: at a million samples it broke the JSON
+    # of `run --json`.
+    with Workspace.open(workspace, write=False) as ws:
+        rows = ws.store.con.execute("SELECT current_setting('enable_progress_bar')").fetchall()
+    assert rows == [(False,)]

@@ -77,9 +77,13 @@ class Store(LlmQueries, MergeQueries, ReleaseQueries, RunQueries):
         try:
             while True:
                 try:
-                    return duckdb.connect(
+                    con = duckdb.connect(
                         str(self.path), read_only=self.read_only, config=self.config
                     )
+                    # Its progress bar, drawn on stdout for a query over 2 s, would break
+                    # the JSON of `--json` (a setting of each connection, not of the file).
+                    con.execute("SET enable_progress_bar = false")
+                    return con
                 except duckdb.IOException as exc:
                     if not _is_lock_conflict(exc) or time.monotonic() > deadline:
                         if _is_lock_conflict(exc):

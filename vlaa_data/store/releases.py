@@ -184,6 +184,7 @@ class ReleaseQueries:
             )
             params.append(missing)
         cursor = self.con.cursor()
+        cursor.execute("SET enable_progress_bar = false")  # see Store._connect
         try:
             cursor.execute(
                 "SELECT v.id, v.source, v.text_result_id, coalesce(v.reasoning, ''), "
